@@ -1,0 +1,247 @@
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/mount_table.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "data/slice_store.h"
+#include "fuse/fuse_mount.h"
+#include "kv/kv.h"
+#include "meta/meta.h"
+#include "object/object_store.h"
+#include "vfs/vfs.h"
+
+namespace tessera {
+namespace {
+
+constexpr const char* kHelp = R"(Usage: tessera mount [OPTIONS] META-URL MOUNTPOINT
+
+Mount the volume whose metadata lives in META-URL at MOUNTPOINT (an existing
+directory). In the foreground it serves until unmounted; with -d it returns
+once the mount is usable and logs to a file.
+
+Options:
+  -d, --background        run in the background
+  --log FILE              log file in the background (default:
+                          /var/log/tessera.log for root, ~/.tessera/tessera.log)
+  --attr-cache SECONDS    how long the kernel caches attributes (default 1)
+  --entry-cache SECONDS   how long the kernel caches file names (default 1)
+  --dir-entry-cache SECONDS  ... directory names (default 1)
+  --max-threads N         FUSE worker threads (default 16)
+  --heartbeat SECONDS     session heartbeat interval (default 12)
+  --debug                 trace every FUSE request on stderr
+
+Unmount with 'tessera umount MOUNTPOINT'.
+)";
+
+struct MountConfig {
+  std::string meta_url;
+  std::string mount_point;  // absolute
+  VfsOptions vfs;
+  unsigned max_threads = 16;
+  int heartbeat_s = 12;
+  bool debug = false;
+};
+
+Result<double> ParseSeconds(const std::string& text, const std::string& what) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end == nullptr || *end != '\0' || !(v >= 0) || v > 86400 * 365) {
+    return Invalid("invalid " + what + " '" + text + "' (seconds, e.g. 1 or 0.5)");
+  }
+  return v;
+}
+
+std::string DefaultLogFile() {
+  if (geteuid() == 0) return "/var/log/tessera.log";
+  const char* home = std::getenv("HOME");
+  std::string dir = std::string(home != nullptr ? home : "/tmp") + "/.tessera";
+  ::mkdir(dir.c_str(), 0700);
+  return dir + "/tessera.log";
+}
+
+// Runs a mounted volume until it is unmounted. `ready(message)` is called
+// once: with "" when the mount is usable, or with the error that stopped it.
+Status Serve(const MountConfig& cfg, const std::function<void(const std::string&)>& ready) {
+  auto kv = OpenKv(cfg.meta_url);
+  if (!kv.ok()) return kv.status();
+  auto meta = Meta::Open(std::move(*kv));
+  if (!meta.ok()) return meta.status();
+  const VolumeSettings& s = (*meta)->settings();
+  auto objects = OpenObjectStore(s.storage, s.bucket);
+  if (!objects.ok()) return objects.status().WithContext("bucket " + s.bucket);
+  SliceStore slices(s.name, s.block_size, objects->get());
+  Vfs vfs(meta->get(), &slices, cfg.vfs);
+
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  RETURN_IF_ERROR((*meta)->StartSession(
+      SessionInfo{host, static_cast<uint32_t>(getpid()), cfg.mount_point, kVersion}));
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;
+  std::thread heartbeat([&] {
+    std::unique_lock lock(mu);
+    while (!cv.wait_for(lock, std::chrono::seconds(cfg.heartbeat_s), [&] { return stopping; })) {
+      lock.unlock();
+      if (Status st = (*meta)->Heartbeat(); !st.ok()) LogWarn("heartbeat: " + st.ToString());
+      lock.lock();
+    }
+  });
+
+  FuseOptions fo;
+  fo.mount_point = cfg.mount_point;
+  fo.fs_name = "tessera:" + s.name;
+  fo.max_threads = cfg.max_threads;
+  fo.allow_other = geteuid() == 0;
+  fo.debug = cfg.debug;
+  Status served = ServeFuse(&vfs, fo, [&] {
+    WritePidFile(cfg.mount_point);
+    LogInfo("mounted volume " + s.name + " at " + cfg.mount_point);
+    ready("");
+  });
+  if (Status st = vfs.FlushAll(); !st.ok()) LogError("flush at unmount: " + st.ToString());
+  {
+    std::lock_guard lock(mu);
+    stopping = true;
+  }
+  cv.notify_all();
+  heartbeat.join();
+  if (Status st = (*meta)->EndSession(); !st.ok()) LogWarn("ending session: " + st.ToString());
+  if (served.ok()) {
+    RemovePidFile(cfg.mount_point);
+    LogInfo("unmounted " + cfg.mount_point);
+  }
+  return served;
+}
+
+// Forks a daemon that mounts; waits until it reports the mount usable or fails.
+int RunInBackground(const MountConfig& cfg, const std::string& log_file) {
+  int fds[2];
+  if (pipe(fds) != 0) return Fail("mount", "cannot create a pipe");
+  pid_t pid = fork();
+  if (pid < 0) return Fail("mount", "cannot fork");
+  if (pid == 0) {
+    close(fds[0]);
+    setsid();
+    int null_fd = open("/dev/null", O_RDWR);
+    int log_fd = open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
+    int out = log_fd >= 0 ? log_fd : null_fd;
+    if (out >= 0) {
+      dup2(out, STDOUT_FILENO);
+      dup2(out, STDERR_FILENO);
+    }
+    bool reported = false;
+    auto report = [&](const std::string& message) {
+      if (reported) return;
+      reported = true;
+      std::string line = message.empty() ? "OK\n" : message + "\n";
+      ssize_t n = write(fds[1], line.data(), line.size());
+      (void)n;
+      close(fds[1]);
+    };
+    Status st = Serve(cfg, report);
+    if (!st.ok()) {
+      LogError(st.ToString());
+      report(st.ToString());
+    }
+    _exit(st.ok() ? 0 : 1);
+  }
+  close(fds[1]);
+  std::string reply;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0) {
+    reply.append(buf, static_cast<size_t>(n));
+    if (reply.find('\n') != std::string::npos) break;
+  }
+  close(fds[0]);
+  if (reply == "OK\n") {
+    std::printf("Mounted at %s (daemon pid %d, log %s)\n", cfg.mount_point.c_str(),
+                static_cast<int>(pid), log_file.c_str());
+    return 0;
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!reply.empty() && reply.back() == '\n') reply.pop_back();
+  return Fail("mount", reply.empty() ? "the mount daemon exited without mounting" : reply);
+}
+
+}  // namespace
+
+int RunMount(int argc, char** argv) {
+  Args args;
+  args.Flag("background", "-d");
+  args.Flag("debug");
+  for (const char* v : {"log", "attr-cache", "entry-cache", "dir-entry-cache", "max-threads",
+                        "heartbeat"}) {
+    args.Value(v);
+  }
+  if (Status st = args.Parse(argc, argv, 2); !st.ok()) return Fail("mount", st);
+  if (args.help()) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (args.positional().size() != 2) return Fail("mount", "expected META-URL and MOUNTPOINT (see --help)");
+  MountConfig cfg;
+  cfg.meta_url = args.positional()[0];
+  std::error_code ec;
+  std::filesystem::path mp = std::filesystem::absolute(args.positional()[1], ec);
+  cfg.mount_point = mp.lexically_normal().string();
+  if (cfg.mount_point.size() > 1 && cfg.mount_point.back() == '/') cfg.mount_point.pop_back();
+  struct stat st;
+  if (::stat(cfg.mount_point.c_str(), &st) != 0) {
+    return Fail("mount", "mount point " + cfg.mount_point + " does not exist");
+  }
+  if (!S_ISDIR(st.st_mode)) return Fail("mount", "mount point " + cfg.mount_point + " is not a directory");
+  if (MountedFsType(cfg.mount_point) == "fuse.tessera") {
+    return Fail("mount", cfg.mount_point + " is already a tessera mount");
+  }
+  struct Timeout {
+    const char* flag;
+    double* field;
+  };
+  for (Timeout t : {Timeout{"attr-cache", &cfg.vfs.attr_timeout_s},
+                    Timeout{"entry-cache", &cfg.vfs.entry_timeout_s},
+                    Timeout{"dir-entry-cache", &cfg.vfs.dir_entry_timeout_s}}) {
+    if (auto v = args.Get(t.flag)) {
+      auto seconds = ParseSeconds(*v, std::string("--") + t.flag);
+      if (!seconds.ok()) return Fail("mount", seconds.status());
+      *t.field = *seconds;
+    }
+  }
+  if (auto v = args.Get("max-threads")) {
+    auto n = ParseUint(*v, "--max-threads");
+    if (!n.ok() || *n == 0 || *n > 1024) return Fail("mount", "--max-threads must be 1..1024");
+    cfg.max_threads = static_cast<unsigned>(*n);
+  }
+  if (auto v = args.Get("heartbeat")) {
+    auto n = ParseUint(*v, "--heartbeat");
+    if (!n.ok() || *n == 0) return Fail("mount", "--heartbeat must be a positive number of seconds");
+    cfg.heartbeat_s = static_cast<int>(*n);
+  }
+  cfg.debug = args.Has("debug");
+
+  if (args.Has("background")) {
+    return RunInBackground(cfg, args.Get("log", DefaultLogFile()));
+  }
+  Status served = Serve(cfg, [](const std::string&) {});
+  if (!served.ok()) return Fail("mount", served);
+  return 0;
+}
+
+}  // namespace tessera

@@ -1,0 +1,66 @@
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "common/units.h"
+#include "kv/kv.h"
+#include "meta/meta.h"
+
+namespace tessera {
+namespace {
+
+constexpr const char* kHelp = R"(Usage: tessera status META-URL
+
+Print the volume's settings, usage and live client sessions as JSON.
+)";
+
+std::string FormatTime(int64_t ns) {
+  std::time_t t = static_cast<std::time_t>(ns / 1'000'000'000);
+  std::tm tm;
+  localtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S%z", &tm);
+  return buf;
+}
+
+}  // namespace
+
+int RunStatus(int argc, char** argv) {
+  Args args;
+  if (Status st = args.Parse(argc, argv, 2); !st.ok()) return Fail("status", st);
+  if (args.help()) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (args.positional().size() != 1) return Fail("status", "expected META-URL (see --help)");
+  auto kv = OpenKv(args.positional()[0]);
+  if (!kv.ok()) return Fail("status", kv.status());
+  auto meta = Meta::Open(std::move(*kv));
+  if (!meta.ok()) return Fail("status", meta.status());
+  auto stats = (*meta)->StatFs();
+  if (!stats.ok()) return Fail("status", stats.status());
+  auto sessions = Meta::ListSessions((*meta)->kv());
+  if (!sessions.ok()) return Fail("status", sessions.status());
+
+  const VolumeSettings& s = (*meta)->settings();
+  nlohmann::ordered_json out;
+  out["setting"] = nlohmann::ordered_json::parse(s.ToJson());
+  out["usage"] = {{"used_space", stats->used_space},
+                  {"used_space_human", FormatBytes(stats->used_space)},
+                  {"used_inodes", stats->used_inodes}};
+  out["sessions"] = nlohmann::ordered_json::array();
+  for (const SessionRecord& r : *sessions) {
+    out["sessions"].push_back({{"sid", r.id.value()},
+                               {"host", r.info.host},
+                               {"pid", r.info.pid},
+                               {"mount_point", r.info.mount_point},
+                               {"version", r.info.version},
+                               {"heartbeat", FormatTime(r.heartbeat_ns)}});
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace tessera

@@ -1,0 +1,23 @@
+// The subcommands of the tessera binary. Each takes the whole argv with its
+// own name at argv[1], prints one clear line on stderr for bad input, and
+// returns the process exit code.
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+
+namespace tessera {
+
+int RunFormat(int argc, char** argv);
+int RunMount(int argc, char** argv);
+int RunUmount(int argc, char** argv);
+int RunStatus(int argc, char** argv);
+
+// Prints "tessera <command>: <message>" on stderr and returns 1.
+int Fail(const std::string& command, const Status& status);
+int Fail(const std::string& command, const std::string& message);
+
+extern const char* const kVersion;
+
+}  // namespace tessera

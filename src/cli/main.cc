@@ -1,0 +1,58 @@
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/commands.h"
+
+namespace tessera {
+
+const char* const kVersion = "0.1.0";
+
+int Fail(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "tessera %s: %s\n", command.c_str(), message.c_str());
+  return 1;
+}
+
+int Fail(const std::string& command, const Status& status) {
+  return Fail(command, status.ToString());
+}
+
+namespace {
+
+constexpr const char* kUsage = R"(tessera: a distributed POSIX file system over an object store and a database
+
+Usage: tessera COMMAND [OPTIONS] ARGS...
+
+Commands:
+  format    create a volume (settings in the metadata engine, data in a bucket)
+  mount     mount a volume through FUSE
+  umount    unmount a volume, flushing everything
+  status    show a volume's settings and live sessions
+  version   print the version
+
+Run 'tessera COMMAND --help' for the options of a command.
+Metadata URLs: sqlite3://PATH (embedded default)
+)";
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  if (command == "format") return RunFormat(argc, argv);
+  if (command == "mount") return RunMount(argc, argv);
+  if (command == "umount" || command == "unmount") return RunUmount(argc, argv);
+  if (command == "status") return RunStatus(argc, argv);
+  if (command == "version" || command == "--version" || command == "-V") {
+    std::printf("tessera %s\n", kVersion);
+    return 0;
+  }
+  std::fprintf(stderr, "tessera: unknown command '%s' (run 'tessera --help')\n", command.c_str());
+  return 2;
+}

@@ -1,0 +1,222 @@
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+
+#include "data/chunk_view.h"
+#include "data/file_reader.h"
+#include "data/file_writer.h"
+#include "data/slice_store.h"
+#include "object/object_store.h"
+
+namespace tessera {
+namespace {
+
+// Chunk records kept in memory: the metadata side of the data layer.
+class MemoryChunks : public ChunkMeta {
+ public:
+  Result<SliceId> NewSlice() override { return SliceId(++next_); }
+  Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk) override {
+    return chunks_[{ino.value(), chunk}];
+  }
+  Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& s) override {
+    chunks_[{ino.value(), chunk}].push_back(s);
+    length_ = std::max<uint64_t>(length_, uint64_t{chunk} * kChunkSize + s.pos + s.len);
+    commits_++;
+    return Status::Ok();
+  }
+  uint64_t length_ = 0;
+  int commits_ = 0;
+  std::map<std::pair<uint64_t, uint32_t>, std::vector<SliceRecord>> chunks_;
+
+ private:
+  uint64_t next_ = 0;
+};
+
+TEST(ChunkViewTest, NewerSlicesHideOlderOnes) {
+  std::vector<SliceRecord> records = {
+      {0, SliceId(1), 100, 0, 100},  // [0,100) from slice 1
+      {20, SliceId(2), 10, 0, 10},   // [20,30) from slice 2
+      {90, SliceId(3), 30, 0, 30},   // [90,120) from slice 3
+  };
+  auto view = BuildChunkView(records);
+  ASSERT_EQ(view.size(), 4u);
+  EXPECT_EQ(view[0], (SliceRecord{0, SliceId(1), 100, 0, 20}));
+  EXPECT_EQ(view[1], (SliceRecord{20, SliceId(2), 10, 0, 10}));
+  EXPECT_EQ(view[2], (SliceRecord{30, SliceId(1), 100, 30, 60}));
+  EXPECT_EQ(view[3], (SliceRecord{90, SliceId(3), 30, 0, 30}));
+}
+
+TEST(ChunkViewTest, CoveringSliceReplacesEverything) {
+  auto view = BuildChunkView({{10, SliceId(1), 5, 0, 5}, {30, SliceId(2), 5, 0, 5},
+                              {0, SliceId(3), 100, 0, 100}});
+  ASSERT_EQ(view.size(), 1u);
+  EXPECT_EQ(view[0].id, SliceId(3));
+}
+
+TEST(ChunkViewTest, MatchesByteByByteModel) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 200; ++round) {
+    std::vector<SliceRecord> records;
+    std::vector<uint64_t> model(512, 0);  // id per byte
+    for (int i = 1; i <= 12; ++i) {
+      uint32_t pos = rng() % 500, len = 1 + rng() % 60;
+      if (pos + len > 512) len = 512 - pos;
+      records.push_back({pos, SliceId(i), len + 7, 7, len});
+      for (uint32_t b = pos; b < pos + len; ++b) model[b] = i;
+    }
+    std::vector<uint64_t> got(512, 0);
+    uint32_t last_end = 0;
+    for (const auto& s : BuildChunkView(records)) {
+      ASSERT_GE(s.pos, last_end);
+      last_end = s.pos + s.len;
+      for (uint32_t b = s.pos; b < s.pos + s.len; ++b) got[b] = s.id.value();
+      // The offset inside the slice must follow the position.
+      const auto& orig = records[s.id.value() - 1];
+      EXPECT_EQ(s.off - orig.off, s.pos - orig.pos);
+    }
+    ASSERT_EQ(got, model) << "round " << round;
+  }
+}
+
+class DataTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = OpenObjectStore("mem", "");
+    ASSERT_TRUE(s.ok());
+    objects_ = std::move(*s);
+    slices_ = std::make_unique<SliceStore>("vol", 64 * 1024, objects_.get());
+  }
+  std::string ReadAll(uint64_t length) {
+    std::string out(length, '\0');
+    auto n = ReadFile(chunks_, *slices_, InodeId(2), length, 0, length, out.data());
+    EXPECT_TRUE(n.ok()) << n.status().ToString();
+    return out;
+  }
+  std::unique_ptr<ObjectStore> objects_;
+  std::unique_ptr<SliceStore> slices_;
+  MemoryChunks chunks_;
+};
+
+TEST_F(DataTest, BlockKeysFollowTheFormat) {
+  EXPECT_EQ(slices_->BlockKey(SliceId(1234567), 2, 4096), "vol/chunks/1/1234/1234567_2_4096");
+  EXPECT_EQ(slices_->BlockKey(SliceId(5), 0, 65536), "vol/chunks/0/0/5_0_65536");
+}
+
+TEST_F(DataTest, SequentialWriteMakesOneSliceOfFullBlocks) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  std::string data(200 * 1024, 'x');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 % 251);
+  for (size_t off = 0; off < data.size(); off += 4096) {
+    ASSERT_TRUE(w.Write(off, std::string_view(data).substr(off, 4096)).ok());
+  }
+  EXPECT_TRUE(w.dirty());
+  EXPECT_EQ(w.PendingEnd(), data.size());
+  ASSERT_TRUE(w.Flush().ok());
+  EXPECT_FALSE(w.dirty());
+  EXPECT_EQ(chunks_.commits_, 1);
+  // 200 KiB in 64 KiB blocks: three full blocks and one of 8 KiB.
+  auto page = objects_->List("vol/chunks/", "", 0);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->objects.size(), 4u);
+  EXPECT_EQ(page->objects[3].key, "vol/chunks/0/0/1_3_8192");
+  EXPECT_EQ(ReadAll(chunks_.length_), data);
+}
+
+TEST_F(DataTest, OverwritesAndHolesMatchAModel) {
+  std::mt19937 rng(11);
+  std::string model;
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  for (int i = 0; i < 300; ++i) {
+    uint64_t off = rng() % (300 * 1024);
+    size_t len = 1 + rng() % 20000;
+    std::string piece(len, static_cast<char>('a' + i % 26));
+    if (model.size() < off + len) model.resize(off + len, '\0');
+    model.replace(off, len, piece);
+    ASSERT_TRUE(w.Write(off, piece).ok());
+    if (i % 37 == 0) ASSERT_TRUE(w.Flush().ok());
+  }
+  ASSERT_TRUE(w.Flush().ok());
+  ASSERT_EQ(chunks_.length_, model.size());
+  EXPECT_EQ(ReadAll(model.size()), model);
+}
+
+TEST_F(DataTest, WritesAcrossChunkBoundarySplit) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  std::string data(100000, 'q');
+  ASSERT_TRUE(w.Write(kChunkSize - 50000, data).ok());
+  ASSERT_TRUE(w.Flush().ok());
+  EXPECT_EQ(chunks_.chunks_[{2, 0}].size(), 1u);
+  EXPECT_EQ(chunks_.chunks_[{2, 1}].size(), 1u);
+  std::string out(100000, '\0');
+  auto n = ReadFile(chunks_, *slices_, InodeId(2), kChunkSize + 50000, kChunkSize - 50000,
+                    out.size(), out.data());
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, data.size());
+  EXPECT_EQ(out, data);
+  // The hole before the data reads as zeros.
+  std::string hole(10, 'x');
+  ASSERT_TRUE(ReadFile(chunks_, *slices_, InodeId(2), kChunkSize + 50000, 1000, 10, hole.data()).ok());
+  EXPECT_EQ(hole, std::string(10, '\0'));
+}
+
+TEST_F(DataTest, ReadStopsAtLength) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  ASSERT_TRUE(w.Write(0, "hello world").ok());
+  ASSERT_TRUE(w.Flush().ok());
+  char buf[64];
+  auto n = ReadFile(chunks_, *slices_, InodeId(2), 5, 0, sizeof(buf), buf);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(std::string(buf, *n), "hello");
+  auto past = ReadFile(chunks_, *slices_, InodeId(2), 5, 10, sizeof(buf), buf);
+  ASSERT_TRUE(past.ok());
+  EXPECT_EQ(*past, 0u);
+}
+
+TEST_F(DataTest, HoleRecordsReadAsZeros) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  ASSERT_TRUE(w.Write(0, std::string(1000, 'z')).ok());
+  ASSERT_TRUE(w.Flush().ok());
+  // What truncate to 100 then regrowth leaves behind.
+  chunks_.chunks_[{2, 0}].push_back({100, SliceId(0), 0, 0, static_cast<uint32_t>(kChunkSize - 100)});
+  std::string out = ReadAll(1000);
+  EXPECT_EQ(out.substr(0, 100), std::string(100, 'z'));
+  EXPECT_EQ(out.substr(100), std::string(900, '\0'));
+}
+
+TEST_F(DataTest, MissingBlockIsAnIoErrorNamingTheObject) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  ASSERT_TRUE(w.Write(0, std::string(1000, 'z')).ok());
+  ASSERT_TRUE(w.Flush().ok());
+  ASSERT_TRUE(objects_->Delete("vol/chunks/0/0/1_0_1000").ok());
+  char buf[10];
+  auto n = ReadFile(chunks_, *slices_, InodeId(2), 1000, 0, sizeof(buf), buf);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(ToErrno(n.status()), EIO);
+  EXPECT_NE(n.status().message().find("1_0_1000"), std::string::npos);
+}
+
+TEST_F(DataTest, TruncatedBlockIsAnIoError) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  ASSERT_TRUE(w.Write(0, std::string(1000, 'z')).ok());
+  ASSERT_TRUE(w.Flush().ok());
+  ASSERT_TRUE(objects_->Put("vol/chunks/0/0/1_0_1000", std::string(10, 'z')).ok());
+  char buf[100];
+  auto n = ReadFile(chunks_, *slices_, InodeId(2), 1000, 0, sizeof(buf), buf);
+  EXPECT_FALSE(n.ok());
+}
+
+TEST_F(DataTest, DeleteRemovesEveryBlock) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  ASSERT_TRUE(w.Write(0, std::string(150 * 1024, 'd')).ok());
+  ASSERT_TRUE(w.Flush().ok());
+  auto before = objects_->List("vol/", "", 0);
+  ASSERT_EQ(before->objects.size(), 3u);
+  ASSERT_TRUE(slices_->Delete({SliceId(1), 150 * 1024}).ok());
+  auto after = objects_->List("vol/", "", 0);
+  EXPECT_TRUE(after->objects.empty());
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,342 @@
+#define FUSE_USE_VERSION 314
+#include "fuse/fuse_mount.h"
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "common/units.h"
+
+namespace tessera {
+namespace {
+
+// Requests of up to 1 MiB: fewer round trips than libfuse's 128 KiB default.
+constexpr unsigned kMaxWrite = 1u << 20;
+
+Vfs* VfsOf(fuse_req_t req) { return static_cast<Vfs*>(fuse_req_userdata(req)); }
+
+Context ContextOf(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return Context{c->uid, c->gid, static_cast<uint32_t>(c->pid)};
+}
+
+InodeId Ino(fuse_ino_t ino) { return InodeId(ino); }
+
+int64_t ToNanos(const timespec& ts) { return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec; }
+timespec ToTimespec(int64_t ns) {
+  timespec ts;
+  ts.tv_sec = ns / 1'000'000'000;
+  ts.tv_nsec = ns % 1'000'000'000;
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1'000'000'000;
+    ts.tv_sec -= 1;
+  }
+  return ts;
+}
+
+struct stat ToStat(InodeId ino, const Attr& a) {
+  struct stat st;
+  std::memset(&st, 0, sizeof(st));
+  st.st_ino = ino.value();
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_rdev = a.rdev;
+  st.st_size = static_cast<off_t>(a.length);
+  st.st_blocks = static_cast<blkcnt_t>((a.length + 511) / 512);
+  st.st_blksize = kMaxWrite;
+  st.st_atim = ToTimespec(a.atime_ns);
+  st.st_mtim = ToTimespec(a.mtime_ns);
+  st.st_ctim = ToTimespec(a.ctime_ns);
+  return st;
+}
+
+fuse_entry_param ToEntry(Vfs* vfs, const EntryInfo& e) {
+  fuse_entry_param p;
+  std::memset(&p, 0, sizeof(p));
+  p.ino = e.inode.value();
+  p.generation = 1;
+  p.attr = ToStat(e.inode, e.attr);
+  p.attr_timeout = vfs->options().attr_timeout_s;
+  p.entry_timeout = S_ISDIR(e.attr.mode) ? vfs->options().dir_entry_timeout_s
+                                         : vfs->options().entry_timeout_s;
+  return p;
+}
+
+void ReplyError(fuse_req_t req, const Status& st) { fuse_reply_err(req, ToErrno(st)); }
+
+void ReplyEntry(fuse_req_t req, const Result<EntryInfo>& r) {
+  if (!r.ok()) return ReplyError(req, r.status());
+  fuse_entry_param p = ToEntry(VfsOf(req), *r);
+  fuse_reply_entry(req, &p);
+}
+
+void ReplyAttr(fuse_req_t req, fuse_ino_t ino, const Result<Attr>& r) {
+  if (!r.ok()) return ReplyError(req, r.status());
+  struct stat st = ToStat(Ino(ino), *r);
+  fuse_reply_attr(req, &st, VfsOf(req)->options().attr_timeout_s);
+}
+
+void OnInit(void*, fuse_conn_info* conn) {
+  conn->max_write = kMaxWrite;
+  conn->max_readahead = kMaxWrite;
+  unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_READDIRPLUS |
+                  FUSE_CAP_READDIRPLUS_AUTO;
+  conn->want |= want & conn->capable;
+  // The kernel page cache must not hide other clients' writes by default.
+  conn->want &= ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE);
+}
+
+void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Vfs* vfs = VfsOf(req);
+  auto r = vfs->Lookup(ContextOf(req), Ino(parent), name);
+  if (!r.ok() && r.status().Is(StatusCode::kNotFound)) {
+    // A negative entry: the kernel remembers the absence for entry_timeout.
+    fuse_entry_param p;
+    std::memset(&p, 0, sizeof(p));
+    p.entry_timeout = vfs->options().entry_timeout_s;
+    fuse_reply_entry(req, &p);
+    return;
+  }
+  ReplyEntry(req, r);
+}
+
+void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  ReplyAttr(req, ino, VfsOf(req)->GetAttr(ContextOf(req), Ino(ino)));
+}
+
+void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  SetAttrRequest r;
+  if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr->st_mode & 07777;
+  if (to_set & FUSE_SET_ATTR_UID) r.uid = attr->st_uid;
+  if (to_set & FUSE_SET_ATTR_GID) r.gid = attr->st_gid;
+  if (to_set & FUSE_SET_ATTR_SIZE) r.size = static_cast<uint64_t>(attr->st_size);
+  const int64_t now = NowNanos();
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW) r.atime_ns = now;
+  else if (to_set & FUSE_SET_ATTR_ATIME) r.atime_ns = ToNanos(attr->st_atim);
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) r.mtime_ns = now;
+  else if (to_set & FUSE_SET_ATTR_MTIME) r.mtime_ns = ToNanos(attr->st_mtim);
+  ReplyAttr(req, ino, VfsOf(req)->SetAttr(ContextOf(req), Ino(ino), r));
+}
+
+void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  ReplyEntry(req, VfsOf(req)->Mknod(ContextOf(req), Ino(parent), name, mode,
+                                    static_cast<uint32_t>(rdev)));
+}
+
+void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  ReplyEntry(req, VfsOf(req)->Mkdir(ContextOf(req), Ino(parent), name, mode));
+}
+
+void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Unlink(ContextOf(req), Ino(parent), name)));
+}
+
+void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Rmdir(ContextOf(req), Ino(parent), name)));
+}
+
+void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+              const char* new_name, unsigned int flags) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Rename(ContextOf(req), Ino(parent), name,
+                                                 Ino(new_parent), new_name, flags)));
+}
+
+void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  Vfs* vfs = VfsOf(req);
+  uint64_t handle = 0;
+  auto r = vfs->Create(ContextOf(req), Ino(parent), name, mode, fi->flags, &handle);
+  if (!r.ok()) return ReplyError(req, r.status());
+  fi->fh = handle;
+  fuse_entry_param p = ToEntry(vfs, *r);
+  if (fuse_reply_create(req, &p, fi) != 0) (void)vfs->Release(r->inode, handle);
+}
+
+void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Vfs* vfs = VfsOf(req);
+  auto r = vfs->Open(ContextOf(req), Ino(ino), fi->flags);
+  if (!r.ok()) return ReplyError(req, r.status());
+  fi->fh = *r;
+  if (fuse_reply_open(req, fi) != 0) (void)vfs->Release(Ino(ino), *r);
+}
+
+void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  std::unique_ptr<char[]> buf(new char[size]);
+  auto r = VfsOf(req)->Read(ContextOf(req), Ino(ino), fi->fh, static_cast<uint64_t>(off), size,
+                            buf.get());
+  if (!r.ok()) return ReplyError(req, r.status());
+  fuse_reply_buf(req, buf.get(), *r);
+}
+
+void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
+             fuse_file_info* fi) {
+  auto r = VfsOf(req)->Write(ContextOf(req), Ino(ino), fi->fh, static_cast<uint64_t>(off),
+                             std::string_view(data, size));
+  if (!r.ok()) return ReplyError(req, r.status());
+  fuse_reply_write(req, *r);
+}
+
+void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Flush(ContextOf(req), Ino(ino), fi->fh)));
+}
+
+void OnFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info* fi) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Fsync(ContextOf(req), Ino(ino), fi->fh)));
+}
+
+void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Release(Ino(ino), fi->fh)));
+}
+
+void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto r = VfsOf(req)->OpenDir(ContextOf(req), Ino(ino));
+  if (!r.ok()) return ReplyError(req, r.status());
+  fi->fh = *r;
+  fuse_reply_open(req, fi);
+}
+
+void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                   bool plus) {
+  Vfs* vfs = VfsOf(req);
+  // A dirent takes at least 24 bytes (plus: ~150): ask for what fits.
+  const size_t limit = std::max<size_t>(1, size / (plus ? 150 : 24));
+  auto r = vfs->ReadDir(ContextOf(req), Ino(ino), fi->fh, static_cast<uint64_t>(off), limit, plus);
+  if (!r.ok()) return ReplyError(req, r.status());
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (const DirListing& d : *r) {
+    size_t need;
+    if (plus) {
+      fuse_entry_param p;
+      std::memset(&p, 0, sizeof(p));
+      if (d.attr.mode != 0) {
+        p = ToEntry(vfs, EntryInfo{d.inode, d.attr});
+      } else {  // no attributes: let the kernel look the name up itself
+        p.attr.st_ino = d.inode.value();
+        p.attr.st_mode = d.type;
+      }
+      if (d.name == "." || d.name == "..") {
+        p.attr_timeout = p.entry_timeout = 0;
+        p.ino = 0;
+      }
+      need = fuse_add_direntry_plus(req, buf.data() + used, size - used, d.name.c_str(), &p,
+                                    static_cast<off_t>(d.next_offset));
+    } else {
+      struct stat st;
+      std::memset(&st, 0, sizeof(st));
+      st.st_ino = d.inode.value();
+      st.st_mode = d.type;
+      need = fuse_add_direntry(req, buf.data() + used, size - used, d.name.c_str(), &st,
+                               static_cast<off_t>(d.next_offset));
+    }
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, ino, size, off, fi, false);
+}
+
+void OnReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, ino, size, off, fi, true);
+}
+
+void OnReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->ReleaseDir(fi->fh)));
+}
+
+void OnStatfs(fuse_req_t req, fuse_ino_t) {
+  auto r = VfsOf(req)->StatFs(ContextOf(req));
+  if (!r.ok()) return ReplyError(req, r.status());
+  struct statvfs st;
+  std::memset(&st, 0, sizeof(st));
+  constexpr uint64_t kBlock = 4096;
+  st.f_bsize = kBlock;
+  st.f_frsize = kBlock;
+  st.f_blocks = r->total_space / kBlock;
+  const uint64_t used_blocks = (r->used_space + kBlock - 1) / kBlock;
+  st.f_bfree = st.f_blocks > used_blocks ? st.f_blocks - used_blocks : 0;
+  st.f_bavail = st.f_bfree;
+  st.f_files = r->total_inodes;
+  st.f_ffree = r->total_inodes > r->used_inodes ? r->total_inodes - r->used_inodes : 0;
+  st.f_favail = st.f_ffree;
+  st.f_namemax = 255;
+  fuse_reply_statfs(req, &st);
+}
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof(ops));
+  ops.init = OnInit;
+  ops.lookup = OnLookup;
+  ops.getattr = OnGetattr;
+  ops.setattr = OnSetattr;
+  ops.mknod = OnMknod;
+  ops.mkdir = OnMkdir;
+  ops.unlink = OnUnlink;
+  ops.rmdir = OnRmdir;
+  ops.rename = OnRename;
+  ops.create = OnCreate;
+  ops.open = OnOpen;
+  ops.read = OnRead;
+  ops.write = OnWrite;
+  ops.flush = OnFlush;
+  ops.fsync = OnFsync;
+  ops.release = OnRelease;
+  ops.opendir = OnOpendir;
+  ops.readdir = OnReaddir;
+  ops.readdirplus = OnReaddirplus;
+  ops.releasedir = OnReleasedir;
+  ops.statfs = OnStatfs;
+  return ops;
+}
+
+}  // namespace
+
+Status ServeFuse(Vfs* vfs, const FuseOptions& options, const std::function<void()>& on_mounted) {
+  std::vector<std::string> argv_storage = {"tessera"};
+  std::string opts = "fsname=" + options.fs_name + ",subtype=tessera,default_permissions";
+  if (options.allow_other) opts += ",allow_other";
+  argv_storage.push_back("-o");
+  argv_storage.push_back(opts);
+  if (options.debug) argv_storage.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& s : argv_storage) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  fuse_lowlevel_ops ops = MakeOps();
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof(ops), vfs);
+  if (se == nullptr) return Unavailable("cannot start a FUSE session (is /dev/fuse available?)");
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    return Unavailable("cannot install signal handlers");
+  }
+  if (fuse_session_mount(se, options.mount_point.c_str()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return Unavailable("cannot mount at " + options.mount_point +
+                       " (is FUSE available and the mount point an existing directory?)");
+  }
+  on_mounted();
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, options.max_threads);
+  fuse_loop_cfg_set_clone_fd(cfg, 1);
+  int rc = fuse_session_loop_mt(se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  if (rc < 0) return IoError("FUSE session ended with error " + std::to_string(-rc));
+  return Status::Ok();
+}
+
+}  // namespace tessera

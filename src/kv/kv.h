@@ -1,0 +1,93 @@
+// The transactional, ordered key-value interface that the metadata layer is
+// written over once. Engines: SQLite (sqlite3://PATH, the embedded default)
+// and memory (mem://NAME, for tests); more engines implement the same two
+// classes and pass the same conformance suite (kv_conformance_test.cc).
+//
+// Semantics every engine provides:
+//  - Keys and values are arbitrary byte strings; keys sort by unsigned bytes.
+//  - A transaction reads one consistent snapshot, sees its own writes, and
+//    commits all of its writes atomically or none of them.
+//  - Commit fails with kConflict when another transaction committed a change
+//    to anything this one read (keys it got or ranges it scanned) after this
+//    one's snapshot; the caller retries the whole body (WithTransaction).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace tessera {
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+  bool operator==(const KeyValue&) const = default;
+};
+
+struct ScanResult {
+  std::vector<KeyValue> items;  // ascending by key
+  bool more = false;            // true when the limit stopped the scan before `end`
+};
+
+// One transaction. Not thread-safe: used by one thread at a time. Destroying
+// a transaction that was not committed discards its writes. Errors: kIo or
+// kUnavailable when the engine cannot be reached or fails; kConflict only
+// from Commit.
+class KvTxn {
+ public:
+  virtual ~KvTxn() = default;
+
+  // The value of `key`, or std::nullopt when it does not exist.
+  virtual Result<std::optional<std::string>> Get(std::string_view key) = 0;
+  // Values of several keys at once, in the order of `keys`.
+  virtual Result<std::vector<std::optional<std::string>>> BatchGet(
+      const std::vector<std::string>& keys) = 0;
+  // Pairs with begin <= key < end, ascending, at most `limit` of them
+  // (limit 0: no limit). An empty `end` means "to the end of the key space".
+  virtual Result<ScanResult> Scan(std::string_view begin, std::string_view end,
+                                  size_t limit) = 0;
+  // Buffered until Commit; visible to this transaction's later reads at once.
+  virtual void Put(std::string_view key, std::string_view value) = 0;
+  virtual void Delete(std::string_view key) = 0;
+  // Applies the writes atomically. kConflict: nothing was applied, retry.
+  // A transaction with no writes commits trivially. Call at most once.
+  virtual Status Commit() = 0;
+};
+
+// An engine. Thread-safe: any number of transactions may run at once from
+// any threads.
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+  // The URL it was opened with, without any password.
+  virtual std::string Url() const = 0;
+  // Starts a transaction. Does not block on other transactions.
+  virtual Result<std::unique_ptr<KvTxn>> Begin() = 0;
+};
+
+struct KvOptions {
+  // When false, opening a store that does not exist yet (an absent SQLite
+  // file) fails with kNotFound instead of creating it.
+  bool create_if_missing = false;
+};
+
+// Opens an engine from its URL: "sqlite3://PATH" or "mem://NAME" (NAME
+// optional; stores with the same NAME are shared within the process).
+// Errors: kInvalid for a malformed or unknown URL, kNotFound for an absent
+// store without create_if_missing, kUnavailable/kIo when it cannot be opened;
+// each message names the URL.
+Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& options = {});
+
+// Runs `body` in a transaction and commits it, retrying the whole body with
+// growing, jittered backoff while it (or Commit) returns kConflict, up to 50
+// attempts. Returns the body's first non-conflict error, or the commit's.
+// The body must be safe to run several times (no side effects outside txn).
+Status WithTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body);
+
+}  // namespace tessera

@@ -1,0 +1,66 @@
+// The metadata key schema (see README.md in this folder). Inode numbers and
+// chunk indexes are big-endian so that range scans come out in order.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/coding.h"
+#include "common/types.h"
+
+namespace tessera::keys {
+
+inline std::string InodePrefix(InodeId ino) {
+  std::string k = "A";
+  PutBig64(&k, ino.value());
+  return k;
+}
+// A<ino>I: attributes.
+inline std::string Attr(InodeId ino) { return InodePrefix(ino) + "I"; }
+// A<ino>D<name>: a directory entry.
+inline std::string Entry(InodeId dir, std::string_view name) {
+  return InodePrefix(dir) + "D" + std::string(name);
+}
+// First and past-the-end keys of all entries of a directory.
+inline std::string EntriesBegin(InodeId dir) { return InodePrefix(dir) + "D"; }
+inline std::string EntriesEnd(InodeId dir) { return InodePrefix(dir) + "E"; }
+// A<ino>C<index>: the slice records of one chunk.
+inline std::string Chunk(InodeId ino, uint32_t index) {
+  std::string k = InodePrefix(ino) + "C";
+  PutBig32(&k, index);
+  return k;
+}
+inline std::string ChunksBegin(InodeId ino) { return InodePrefix(ino) + "C"; }
+inline std::string ChunksEnd(InodeId ino) { return InodePrefix(ino) + "D"; }
+// A<ino>S: symlink target.
+inline std::string Symlink(InodeId ino) { return InodePrefix(ino) + "S"; }
+// Everything stored under one inode.
+inline std::string InodeBegin(InodeId ino) { return InodePrefix(ino); }
+inline std::string InodeEnd(InodeId ino) { return InodePrefix(InodeId(ino.value() + 1)); }
+// C<name>: counters.
+inline std::string Counter(std::string_view name) { return "C" + std::string(name); }
+// SE<sid>: a session; SS<sid><ino>: a file the session holds open after unlink.
+inline std::string Session(SessionId sid) {
+  std::string k = "SE";
+  PutBig64(&k, sid.value());
+  return k;
+}
+inline std::string SessionsBegin() { return "SE"; }
+inline std::string SessionsEnd() { return "SF"; }
+inline std::string SustainedInode(SessionId sid, InodeId ino) {
+  std::string k = "SS";
+  PutBig64(&k, sid.value());
+  PutBig64(&k, ino.value());
+  return k;
+}
+// The volume settings.
+inline std::string Settings() { return "setting"; }
+
+// Counter names.
+inline constexpr std::string_view kNextInode = "nextInode";
+inline constexpr std::string_view kNextSlice = "nextSlice";
+inline constexpr std::string_view kNextSession = "nextSession";
+inline constexpr std::string_view kUsedSpace = "usedSpace";
+inline constexpr std::string_view kUsedInodes = "usedInodes";
+
+}  // namespace tessera::keys

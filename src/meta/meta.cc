@@ -1,0 +1,502 @@
+// Volume lifecycle, sessions and namespace operations (lookup, create,
+// remove, rename, readdir). File data records live in meta_file.cc.
+#include "meta/meta.h"
+
+#include <linux/fs.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/coding.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "meta/keys.h"
+#include "meta/txn_util.h"
+
+namespace tessera {
+
+using meta_internal::AddCounter;
+using meta_internal::CheckName;
+using meta_internal::DeleteInode;
+using meta_internal::GetCounter;
+using meta_internal::LoadAttr;
+using meta_internal::PutAttr;
+
+namespace {
+
+// Ids are handed out to each client in batches so that creating files does
+// not make every client contend on one counter key.
+constexpr uint64_t kInodeBatch = 256;
+constexpr uint64_t kSliceBatch = 1024;
+// Total reported by statfs when the volume has no capacity quota: 1 PiB.
+constexpr uint64_t kUnlimitedSpace = 1ull << 50;
+constexpr uint64_t kUnlimitedInodesHeadroom = 10'000'000;
+
+Status CheckDir(const Attr& a, InodeId ino) {
+  if (!a.IsDir()) return Status(StatusCode::kNotDir, "inode " + std::to_string(ino.value()) + " is not a directory");
+  if (a.nlink == 0) return NotFound("directory was removed");
+  return Status::Ok();
+}
+
+void Touch(Attr* a, int64_t now) {
+  a->mtime_ns = now;
+  a->ctime_ns = now;
+}
+
+std::string EncodeCounter(int64_t v) {
+  std::string s;
+  PutBig64(&s, static_cast<uint64_t>(v));
+  return s;
+}
+
+}  // namespace
+
+Status Meta::Format(KvStore& kv, const VolumeSettings& settings, bool* created) {
+  RETURN_IF_ERROR(ValidateVolumeName(settings.name));
+  return WithTransaction(kv, [&](KvTxn& txn) -> Status {
+    *created = false;
+    ASSIGN_OR_RETURN(auto existing, txn.Get(keys::Settings()));
+    if (existing) {
+      ASSIGN_OR_RETURN(VolumeSettings old, VolumeSettings::FromJson(*existing));
+      std::string diff = old.LayoutDifference(settings);
+      if (!diff.empty()) {
+        return Exists("this metadata engine already holds a volume and " + diff +
+                      "; use another META-URL or keep the existing settings");
+      }
+      VolumeSettings updated = old;
+      updated.trash_days = settings.trash_days;
+      updated.capacity = settings.capacity;
+      updated.inodes = settings.inodes;
+      txn.Put(keys::Settings(), updated.ToJson());
+      return Status::Ok();
+    }
+    *created = true;
+    txn.Put(keys::Settings(), settings.ToJson());
+    int64_t now = NowNanos();
+    Attr root;
+    root.mode = S_IFDIR | 0777;
+    root.atime_ns = root.mtime_ns = root.ctime_ns = now;
+    root.nlink = 2;
+    root.parent = kRootInode;
+    PutAttr(txn, kRootInode, root);
+    txn.Put(keys::Counter(keys::kNextInode), EncodeCounter(kRootInode.value() + 1));
+    txn.Put(keys::Counter(keys::kNextSlice), EncodeCounter(1));
+    txn.Put(keys::Counter(keys::kNextSession), EncodeCounter(1));
+    txn.Put(keys::Counter(keys::kUsedSpace), EncodeCounter(0));
+    txn.Put(keys::Counter(keys::kUsedInodes), EncodeCounter(0));
+    return Status::Ok();
+  });
+}
+
+Result<VolumeSettings> Meta::LoadSettings(KvStore& kv) {
+  std::optional<std::string> value;
+  RETURN_IF_ERROR(WithTransaction(kv, [&](KvTxn& txn) -> Status {
+    ASSIGN_OR_RETURN(value, txn.Get(keys::Settings()));
+    return Status::Ok();
+  }));
+  if (!value) {
+    return NotFound("no volume is formatted in " + kv.Url() + " (run 'tessera format " +
+                    kv.Url() + " NAME' first)");
+  }
+  return VolumeSettings::FromJson(*value);
+}
+
+Result<std::unique_ptr<Meta>> Meta::Open(std::unique_ptr<KvStore> kv) {
+  ASSIGN_OR_RETURN(VolumeSettings settings, LoadSettings(*kv));
+  return std::unique_ptr<Meta>(new Meta(std::move(kv), std::move(settings)));
+}
+
+Meta::Meta(std::unique_ptr<KvStore> kv, VolumeSettings settings)
+    : kv_(std::move(kv)), settings_(std::move(settings)) {}
+
+Meta::~Meta() = default;
+
+// ---- sessions ----
+
+namespace {
+std::string EncodeSession(int64_t heartbeat_ns, const SessionInfo& info) {
+  std::string out;
+  PutBig64(&out, static_cast<uint64_t>(heartbeat_ns));
+  nlohmann::ordered_json j;
+  j["host"] = info.host;
+  j["pid"] = info.pid;
+  j["mount_point"] = info.mount_point;
+  j["version"] = info.version;
+  out += j.dump();
+  return out;
+}
+}  // namespace
+
+Status Meta::StartSession(const SessionInfo& info) {
+  uint64_t next = 0, end = 0;
+  ASSIGN_OR_RETURN(uint64_t id, Allocate(keys::kNextSession, 1, &next, &end));
+  session_ = SessionId(id);
+  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    txn.Put(keys::Session(session_), EncodeSession(NowNanos(), info));
+    return Status::Ok();
+  });
+}
+
+Status Meta::Heartbeat() {
+  if (session_.value() == 0) return Status::Ok();
+  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    ASSIGN_OR_RETURN(auto value, txn.Get(keys::Session(session_)));
+    if (!value || value->size() < 8) return NotFound("session was removed");
+    std::string updated = *value;
+    std::string stamp;
+    PutBig64(&stamp, static_cast<uint64_t>(NowNanos()));
+    updated.replace(0, 8, stamp);
+    txn.Put(keys::Session(session_), updated);
+    return Status::Ok();
+  });
+}
+
+Status Meta::EndSession() {
+  if (session_.value() == 0) return Status::Ok();
+  SessionId sid = session_;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    txn.Delete(keys::Session(sid));
+    return Status::Ok();
+  }));
+  session_ = SessionId(0);
+  return Status::Ok();
+}
+
+Result<std::vector<SessionRecord>> Meta::ListSessions(KvStore& kv) {
+  std::vector<SessionRecord> out;
+  RETURN_IF_ERROR(WithTransaction(kv, [&](KvTxn& txn) -> Status {
+    out.clear();
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(keys::SessionsBegin(), keys::SessionsEnd(), 0));
+    for (const auto& item : page.items) {
+      if (item.key.size() != 10 || item.value.size() < 8) continue;
+      SessionRecord r;
+      r.id = SessionId(GetBig64(item.key.data() + 2));
+      r.heartbeat_ns = static_cast<int64_t>(GetBig64(item.value.data()));
+      auto j = nlohmann::json::parse(item.value.substr(8), nullptr, false);
+      if (j.is_object()) {
+        r.info.host = j.value("host", "");
+        r.info.pid = j.value("pid", 0u);
+        r.info.mount_point = j.value("mount_point", "");
+        r.info.version = j.value("version", "");
+      }
+      out.push_back(std::move(r));
+    }
+    return Status::Ok();
+  }));
+  return out;
+}
+
+// ---- id allocation ----
+
+Result<uint64_t> Meta::Allocate(std::string_view counter, uint64_t batch, uint64_t* next,
+                                uint64_t* end) {
+  std::lock_guard lock(alloc_mu_);
+  if (*next < *end) return (*next)++;
+  int64_t start = 0;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    ASSIGN_OR_RETURN(start, GetCounter(txn, counter));
+    ASSIGN_OR_RETURN(auto v, AddCounter(txn, counter, static_cast<int64_t>(batch)));
+    (void)v;
+    return Status::Ok();
+  }));
+  *next = static_cast<uint64_t>(start);
+  *end = *next + batch;
+  return (*next)++;
+}
+
+Result<InodeId> Meta::NextInode() {
+  ASSIGN_OR_RETURN(uint64_t id, Allocate(keys::kNextInode, kInodeBatch, &next_inode_, &inode_end_));
+  return InodeId(id);
+}
+
+Result<SliceId> Meta::NewSlice() {
+  ASSIGN_OR_RETURN(uint64_t id, Allocate(keys::kNextSlice, kSliceBatch, &next_slice_, &slice_end_));
+  return SliceId(id);
+}
+
+// ---- namespace ----
+
+Result<EntryInfo> Meta::Lookup(const Context&, InodeId parent, std::string_view name) {
+  if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
+  EntryInfo out;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    ASSIGN_OR_RETURN(auto entry, txn.Get(keys::Entry(parent, name)));
+    if (!entry) {
+      Attr dir;
+      RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
+      RETURN_IF_ERROR(CheckDir(dir, parent));
+      return NotFound("no such entry");
+    }
+    ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(*entry));
+    out.inode = e.inode;
+    return LoadAttr(txn, e.inode, &out.attr);
+  }));
+  return out;
+}
+
+Result<Attr> Meta::GetAttr(InodeId ino) {
+  Attr out;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) { return LoadAttr(txn, ino, &out); }));
+  return out;
+}
+
+Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view name, uint32_t mode,
+                        uint32_t rdev, EntryInfo* out) {
+  RETURN_IF_ERROR(CheckName(name));
+  ASSIGN_OR_RETURN(InodeId ino, NextInode());
+  const bool is_dir = S_ISDIR(mode);
+  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    Attr dir;
+    RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
+    RETURN_IF_ERROR(CheckDir(dir, parent));
+    ASSIGN_OR_RETURN(auto existing, txn.Get(keys::Entry(parent, name)));
+    if (existing) return Exists("entry exists");
+    ASSIGN_OR_RETURN(int64_t used_inodes, AddCounter(txn, keys::kUsedInodes, 1));
+    if (settings_.inodes > 0 && static_cast<uint64_t>(used_inodes) > settings_.inodes) {
+      return Status(StatusCode::kNoSpace, "inode quota of the volume reached");
+    }
+    int64_t now = NowNanos();
+    Attr a;
+    a.mode = mode;
+    a.uid = ctx.uid;
+    // setgid directories pass their group on, like every local file system.
+    a.gid = (dir.mode & S_ISGID) ? dir.gid : ctx.gid;
+    if (is_dir && (dir.mode & S_ISGID)) a.mode |= S_ISGID;
+    a.atime_ns = a.mtime_ns = a.ctime_ns = now;
+    a.nlink = is_dir ? 2 : 1;
+    a.rdev = rdev;
+    a.parent = parent;
+    PutAttr(txn, ino, a);
+    txn.Put(keys::Entry(parent, name), EncodeEntry({mode & S_IFMT, ino}));
+    Touch(&dir, now);
+    if (is_dir) dir.nlink++;
+    PutAttr(txn, parent, dir);
+    out->inode = ino;
+    out->attr = a;
+    return Status::Ok();
+  });
+}
+
+Result<EntryInfo> Meta::Mknod(const Context& ctx, InodeId parent, std::string_view name,
+                              uint32_t mode, uint32_t rdev) {
+  if (S_ISDIR(mode)) return Invalid("use Mkdir for directories");
+  if ((mode & S_IFMT) == 0) mode |= S_IFREG;
+  EntryInfo out;
+  RETURN_IF_ERROR(CreateNode(ctx, parent, name, mode, rdev, &out));
+  return out;
+}
+
+Result<EntryInfo> Meta::Mkdir(const Context& ctx, InodeId parent, std::string_view name,
+                              uint32_t mode) {
+  EntryInfo out;
+  RETURN_IF_ERROR(CreateNode(ctx, parent, name, S_IFDIR | (mode & 07777), 0, &out));
+  return out;
+}
+
+Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, bool want_dir) {
+  if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
+  std::vector<SliceRef> freed;
+  InodeId kept;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    freed.clear();
+    kept = InodeId();
+    Attr dir;
+    RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
+    RETURN_IF_ERROR(CheckDir(dir, parent));
+    ASSIGN_OR_RETURN(auto raw, txn.Get(keys::Entry(parent, name)));
+    if (!raw) return NotFound("no such entry");
+    ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(*raw));
+    Attr a;
+    RETURN_IF_ERROR(LoadAttr(txn, e.inode, &a));
+    int64_t now = NowNanos();
+    if (want_dir) {
+      if (!a.IsDir()) return Status(StatusCode::kNotDir, "not a directory");
+      ASSIGN_OR_RETURN(ScanResult children,
+                       txn.Scan(keys::EntriesBegin(e.inode), keys::EntriesEnd(e.inode), 1));
+      if (!children.items.empty()) return Status(StatusCode::kNotEmpty, "directory not empty");
+      txn.Delete(keys::Attr(e.inode));
+      ASSIGN_OR_RETURN(auto v, AddCounter(txn, keys::kUsedInodes, -1));
+      (void)v;
+      dir.nlink--;
+    } else {
+      if (a.IsDir()) return Status(StatusCode::kIsDir, "is a directory");
+      a.nlink--;
+      a.ctime_ns = now;
+      if (a.nlink > 0) {
+        PutAttr(txn, e.inode, a);
+      } else if (IsOpen(e.inode)) {
+        // Still open here: keep the data until the last close.
+        PutAttr(txn, e.inode, a);
+        txn.Put(keys::SustainedInode(session_, e.inode), "");
+        kept = e.inode;
+      } else {
+        RETURN_IF_ERROR(DeleteInode(txn, e.inode, a, &freed));
+      }
+    }
+    txn.Delete(keys::Entry(parent, name));
+    Touch(&dir, now);
+    PutAttr(txn, parent, dir);
+    return Status::Ok();
+  }));
+  FreeSlices(freed);
+  // The last handle may have closed while the transaction ran.
+  if (kept.value() != 0 && !IsOpen(kept)) return OnClose(kept);
+  return Status::Ok();
+}
+
+Status Meta::Unlink(const Context& ctx, InodeId parent, std::string_view name) {
+  return RemoveEntry(ctx, parent, name, false);
+}
+
+Status Meta::Rmdir(const Context& ctx, InodeId parent, std::string_view name) {
+  return RemoveEntry(ctx, parent, name, true);
+}
+
+Status Meta::Rename(const Context&, InodeId parent, std::string_view name, InodeId new_parent,
+                    std::string_view new_name, uint32_t flags) {
+  if (flags & RENAME_EXCHANGE) return Status(StatusCode::kNotSupported, "RENAME_EXCHANGE");
+  if (flags & ~static_cast<uint32_t>(RENAME_NOREPLACE)) return Invalid("unknown rename flags");
+  RETURN_IF_ERROR(CheckName(new_name));
+  if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
+  std::vector<SliceRef> freed;
+  InodeId kept;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    freed.clear();
+    kept = InodeId();
+    const bool same_dir = parent == new_parent;
+    Attr src_dir, dst_dir_storage;
+    RETURN_IF_ERROR(LoadAttr(txn, parent, &src_dir));
+    RETURN_IF_ERROR(CheckDir(src_dir, parent));
+    if (!same_dir) {
+      RETURN_IF_ERROR(LoadAttr(txn, new_parent, &dst_dir_storage));
+      RETURN_IF_ERROR(CheckDir(dst_dir_storage, new_parent));
+    }
+    Attr& dst_dir = same_dir ? src_dir : dst_dir_storage;
+
+    ASSIGN_OR_RETURN(auto raw, txn.Get(keys::Entry(parent, name)));
+    if (!raw) return NotFound("no such entry");
+    ASSIGN_OR_RETURN(DirEntryValue src, DecodeEntry(*raw));
+    if (same_dir && name == new_name) return Status::Ok();
+    Attr moved;
+    RETURN_IF_ERROR(LoadAttr(txn, src.inode, &moved));
+
+    // A directory may not move into its own subtree.
+    if (moved.IsDir() && !same_dir) {
+      InodeId cur = new_parent;
+      while (cur != kRootInode) {
+        if (cur == src.inode) return Invalid("cannot move a directory into itself");
+        Attr up;
+        RETURN_IF_ERROR(LoadAttr(txn, cur, &up));
+        cur = up.parent;
+      }
+    }
+
+    int64_t now = NowNanos();
+    ASSIGN_OR_RETURN(auto raw_dst, txn.Get(keys::Entry(new_parent, new_name)));
+    if (raw_dst) {
+      if (flags & RENAME_NOREPLACE) return Exists("target exists");
+      ASSIGN_OR_RETURN(DirEntryValue dst, DecodeEntry(*raw_dst));
+      if (dst.inode == src.inode) return Status::Ok();  // two links to one file
+      Attr victim;
+      RETURN_IF_ERROR(LoadAttr(txn, dst.inode, &victim));
+      if (moved.IsDir()) {
+        if (!victim.IsDir()) return Status(StatusCode::kNotDir, "target is not a directory");
+        ASSIGN_OR_RETURN(ScanResult children,
+                         txn.Scan(keys::EntriesBegin(dst.inode), keys::EntriesEnd(dst.inode), 1));
+        if (!children.items.empty()) return Status(StatusCode::kNotEmpty, "target not empty");
+        txn.Delete(keys::Attr(dst.inode));
+        ASSIGN_OR_RETURN(auto v, AddCounter(txn, keys::kUsedInodes, -1));
+        (void)v;
+        dst_dir.nlink--;
+      } else {
+        if (victim.IsDir()) return Status(StatusCode::kIsDir, "target is a directory");
+        victim.nlink--;
+        victim.ctime_ns = now;
+        if (victim.nlink > 0) {
+          PutAttr(txn, dst.inode, victim);
+        } else if (IsOpen(dst.inode)) {
+          PutAttr(txn, dst.inode, victim);
+          txn.Put(keys::SustainedInode(session_, dst.inode), "");
+          kept = dst.inode;
+        } else {
+          RETURN_IF_ERROR(DeleteInode(txn, dst.inode, victim, &freed));
+        }
+      }
+    }
+
+    txn.Delete(keys::Entry(parent, name));
+    txn.Put(keys::Entry(new_parent, new_name), EncodeEntry(src));
+    moved.ctime_ns = now;
+    if (moved.IsDir() && !same_dir) {
+      moved.parent = new_parent;
+      src_dir.nlink--;
+      dst_dir.nlink++;
+    }
+    PutAttr(txn, src.inode, moved);
+    Touch(&src_dir, now);
+    PutAttr(txn, parent, src_dir);
+    if (!same_dir) {
+      Touch(&dst_dir, now);
+      PutAttr(txn, new_parent, dst_dir);
+    }
+    return Status::Ok();
+  }));
+  FreeSlices(freed);
+  if (kept.value() != 0 && !IsOpen(kept)) return OnClose(kept);
+  return Status::Ok();
+}
+
+Result<DirPage> Meta::ReadDir(InodeId dir, std::string_view after, size_t limit, bool plus) {
+  DirPage out;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    out = DirPage();
+    Attr a;
+    RETURN_IF_ERROR(LoadAttr(txn, dir, &a));
+    if (!a.IsDir()) return Status(StatusCode::kNotDir, "not a directory");
+    std::string begin = keys::EntriesBegin(dir);
+    const size_t prefix_len = begin.size();
+    // Names never contain NUL, so name + '\0' is the first key after name.
+    if (!after.empty()) begin += std::string(after) + '\0';
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(begin, keys::EntriesEnd(dir), limit));
+    out.more = page.more;
+    std::vector<std::string> attr_keys;
+    for (const auto& item : page.items) {
+      ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(item.value));
+      DirItem d;
+      d.name = item.key.substr(prefix_len);
+      d.inode = e.inode;
+      d.type = e.type;
+      if (plus) attr_keys.push_back(keys::Attr(e.inode));
+      out.items.push_back(std::move(d));
+    }
+    if (plus && !attr_keys.empty()) {
+      ASSIGN_OR_RETURN(auto attrs, txn.BatchGet(attr_keys));
+      for (size_t i = 0; i < attrs.size(); ++i) {
+        if (!attrs[i]) continue;  // removed concurrently; the kernel will look it up
+        ASSIGN_OR_RETURN(out.items[i].attr, DecodeAttr(*attrs[i]));
+      }
+    }
+    return Status::Ok();
+  }));
+  return out;
+}
+
+Result<FsStats> Meta::StatFs() {
+  FsStats out;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    ASSIGN_OR_RETURN(int64_t space, GetCounter(txn, keys::kUsedSpace));
+    ASSIGN_OR_RETURN(int64_t inodes, GetCounter(txn, keys::kUsedInodes));
+    out.used_space = static_cast<uint64_t>(std::max<int64_t>(space, 0));
+    out.used_inodes = static_cast<uint64_t>(std::max<int64_t>(inodes, 0));
+    return Status::Ok();
+  }));
+  out.total_space = settings_.capacity > 0 ? settings_.capacity : kUnlimitedSpace;
+  out.total_inodes = settings_.inodes > 0 ? settings_.inodes
+                                          : out.used_inodes + kUnlimitedInodesHeadroom;
+  return out;
+}
+
+void Meta::FreeSlices(const std::vector<SliceRef>& slices) {
+  if (!slices.empty() && slice_deleter_) slice_deleter_(slices);
+}
+
+}  // namespace tessera

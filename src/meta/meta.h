@@ -1,0 +1,162 @@
+// POSIX metadata over a transactional KV store, written once for every
+// engine. A Meta object is one client's view of a volume: it owns the KV
+// connection, this client's session, and the set of inodes this client holds
+// open. Every method is thread-safe and runs in one KV transaction (retried
+// on conflict), so each operation is atomic for all clients of the volume.
+//
+// Errors: the POSIX ones by StatusCode (kNotFound, kExists, kNotEmpty,
+// kNotDir, kIsDir, kNameTooLong, kInvalid, kNoSpace...), kIo/kUnavailable when
+// the engine fails, kCorrupt for a record that cannot be decoded.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "common/types.h"
+#include "kv/kv.h"
+#include "meta/attr.h"
+#include "meta/settings.h"
+
+namespace tessera {
+
+struct EntryInfo {
+  InodeId inode;
+  Attr attr;
+};
+
+struct DirItem {
+  std::string name;
+  InodeId inode;
+  uint32_t type = 0;  // S_IFMT bits
+  Attr attr;          // filled only by ReadDir with plus = true
+};
+
+struct DirPage {
+  std::vector<DirItem> items;
+  bool more = false;  // entries follow the last one returned
+};
+
+// Fields to change in SetAttr; absent ones keep their value.
+struct SetAttrRequest {
+  std::optional<uint32_t> mode;  // permission bits only (07777)
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+  std::optional<uint64_t> size;  // truncate or extend (files only)
+  std::optional<int64_t> atime_ns;
+  std::optional<int64_t> mtime_ns;
+};
+
+struct FsStats {
+  uint64_t total_space = 0;
+  uint64_t used_space = 0;
+  uint64_t total_inodes = 0;
+  uint64_t used_inodes = 0;
+};
+
+struct SessionInfo {
+  std::string host;
+  uint32_t pid = 0;
+  std::string mount_point;
+  std::string version;
+};
+
+struct SessionRecord {
+  SessionId id;
+  int64_t heartbeat_ns = 0;
+  SessionInfo info;
+};
+
+class Meta {
+ public:
+  // Called after a commit with slices no file references any more; the data
+  // layer deletes their blocks. Runs on the calling thread.
+  using SliceDeleter = std::function<void(const std::vector<SliceRef>&)>;
+
+  // Writes the settings and the root directory of a new volume. Formatting
+  // an existing volume again with the same layout succeeds and updates the
+  // non-layout settings (trash days, quotas); with a different layout it
+  // fails with kExists explaining the difference. *created tells which.
+  static Status Format(KvStore& kv, const VolumeSettings& settings, bool* created);
+  // The settings of a formatted volume; kNotFound when it is not formatted.
+  static Result<VolumeSettings> LoadSettings(KvStore& kv);
+  // Opens a formatted volume (kNotFound with advice when it is not).
+  static Result<std::unique_ptr<Meta>> Open(std::unique_ptr<KvStore> kv);
+
+  ~Meta();
+  const VolumeSettings& settings() const { return settings_; }
+  KvStore& kv() { return *kv_; }
+  void SetSliceDeleter(SliceDeleter deleter) { slice_deleter_ = std::move(deleter); }
+
+  // Sessions: this client registers one at mount, heartbeats it, and removes
+  // it at unmount. Sessions of all clients are listed by `tessera status`.
+  Status StartSession(const SessionInfo& info);
+  Status Heartbeat();
+  Status EndSession();
+  SessionId session() const { return session_; }
+  static Result<std::vector<SessionRecord>> ListSessions(KvStore& kv);
+
+  // Namespace.
+  Result<EntryInfo> Lookup(const Context& ctx, InodeId parent, std::string_view name);
+  Result<Attr> GetAttr(InodeId ino);
+  Result<Attr> SetAttr(const Context& ctx, InodeId ino, const SetAttrRequest& req);
+  // Creates a file, directory, FIFO, socket or device node (type in mode).
+  Result<EntryInfo> Mknod(const Context& ctx, InodeId parent, std::string_view name,
+                          uint32_t mode, uint32_t rdev);
+  Result<EntryInfo> Mkdir(const Context& ctx, InodeId parent, std::string_view name,
+                          uint32_t mode);
+  Status Unlink(const Context& ctx, InodeId parent, std::string_view name);
+  Status Rmdir(const Context& ctx, InodeId parent, std::string_view name);
+  // flags: 0 or RENAME_NOREPLACE (RENAME_EXCHANGE: kNotSupported for now).
+  Status Rename(const Context& ctx, InodeId parent, std::string_view name, InodeId new_parent,
+                std::string_view new_name, uint32_t flags);
+  // Up to `limit` entries of a directory whose names sort after `after`
+  // ("" = from the start). Cost does not depend on how far `after` is.
+  Result<DirPage> ReadDir(InodeId dir, std::string_view after, size_t limit, bool plus);
+  Result<FsStats> StatFs();
+
+  // File data.
+  Result<SliceId> NewSlice();
+  Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk_index);
+  // Appends a slice to a chunk, extends the length to cover it and sets
+  // mtime/ctime. kNoSpace when the capacity quota would be exceeded.
+  Result<Attr> WriteSlice(InodeId ino, uint32_t chunk_index, const SliceRecord& slice,
+                          int64_t mtime_ns);
+
+  // Open files: an inode unlinked while open here keeps its data until the
+  // last Close.
+  void OnOpen(InodeId ino);
+  Status OnClose(InodeId ino);
+
+ private:
+  Meta(std::unique_ptr<KvStore> kv, VolumeSettings settings);
+  Result<InodeId> NextInode();
+  Result<uint64_t> Allocate(std::string_view counter, uint64_t batch, uint64_t* next,
+                            uint64_t* end);
+  bool IsOpen(InodeId ino);
+  Status CreateNode(const Context& ctx, InodeId parent, std::string_view name, uint32_t mode,
+                    uint32_t rdev, EntryInfo* out);
+  Status RemoveEntry(const Context& ctx, InodeId parent, std::string_view name, bool dir);
+  void FreeSlices(const std::vector<SliceRef>& slices);
+
+  std::unique_ptr<KvStore> kv_;
+  const VolumeSettings settings_;
+  SliceDeleter slice_deleter_;
+  SessionId session_;
+
+  std::mutex alloc_mu_;
+  uint64_t next_inode_ = 0, inode_end_ = 0;  // guarded by alloc_mu_
+  uint64_t next_slice_ = 0, slice_end_ = 0;  // guarded by alloc_mu_
+
+  std::mutex open_mu_;
+  std::unordered_map<InodeId, int> open_counts_;  // guarded by open_mu_
+};
+
+}  // namespace tessera

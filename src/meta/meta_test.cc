@@ -1,0 +1,275 @@
+#include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "meta/keys.h"
+#include "meta/meta.h"
+
+namespace tessera {
+namespace {
+
+// Runs every test against the memory engine and a real SQLite file.
+class MetaTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    std::string url = GetParam();
+    if (url == "sqlite") {
+      dir_ = std::filesystem::temp_directory_path() /
+             ("tessera-meta-" + std::to_string(getpid()) + "-" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name());
+      std::filesystem::remove_all(dir_);
+      std::filesystem::create_directories(dir_);
+      url = "sqlite3://" + (dir_ / "meta.db").string();
+    }
+    auto kv = OpenKv(url, KvOptions{.create_if_missing = true});
+    ASSERT_TRUE(kv.ok()) << kv.status().ToString();
+    VolumeSettings s;
+    s.name = "test-vol";
+    s.uuid = NewUuid();
+    s.bucket = "/tmp/unused";
+    s.capacity = capacity_;
+    bool created = false;
+    ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
+    ASSERT_TRUE(created);
+    auto meta = Meta::Open(std::move(*kv));
+    ASSERT_TRUE(meta.ok());
+    meta_ = std::move(*meta);
+    meta_->SetSliceDeleter([this](const std::vector<SliceRef>& s) {
+      freed_.insert(freed_.end(), s.begin(), s.end());
+    });
+  }
+  void TearDown() override {
+    meta_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  InodeId MakeFile(InodeId parent, const std::string& name) {
+    auto e = meta_->Mknod(ctx_, parent, name, S_IFREG | 0644, 0);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return e.ok() ? e->inode : InodeId();
+  }
+  InodeId MakeDir(InodeId parent, const std::string& name) {
+    auto e = meta_->Mkdir(ctx_, parent, name, 0755);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return e.ok() ? e->inode : InodeId();
+  }
+  std::vector<std::string> List(InodeId dir) {
+    std::vector<std::string> names;
+    std::string after;
+    while (true) {
+      auto page = meta_->ReadDir(dir, after, 3, true);
+      EXPECT_TRUE(page.ok());
+      for (auto& item : page->items) names.push_back(item.name);
+      if (!page->more) break;
+      after = page->items.back().name;
+    }
+    return names;
+  }
+
+  Context ctx_{1000, 1000, 1};
+  uint64_t capacity_ = 0;
+  std::filesystem::path dir_;
+  std::unique_ptr<Meta> meta_;
+  std::vector<SliceRef> freed_;
+};
+
+TEST_P(MetaTest, FormatTwiceKeepsLayoutAndRefusesChanges) {
+  VolumeSettings same = meta_->settings();
+  same.trash_days = 5;
+  bool created = true;
+  EXPECT_TRUE(Meta::Format(meta_->kv(), same, &created).ok());
+  EXPECT_FALSE(created);
+  auto loaded = Meta::LoadSettings(meta_->kv());
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->trash_days, 5u);
+  EXPECT_EQ(loaded->uuid, meta_->settings().uuid);
+  VolumeSettings other = same;
+  other.block_size = 1 << 20;
+  Status st = Meta::Format(meta_->kv(), other, &created);
+  EXPECT_EQ(st.code(), StatusCode::kExists);
+  EXPECT_NE(st.message().find("block size"), std::string::npos);
+}
+
+TEST_P(MetaTest, CreateLookupAndAttributes) {
+  InodeId f = MakeFile(kRootInode, "a.txt");
+  auto e = meta_->Lookup(ctx_, kRootInode, "a.txt");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->inode, f);
+  EXPECT_TRUE(e->attr.IsFile());
+  EXPECT_EQ(e->attr.mode & 07777, 0644u);
+  EXPECT_EQ(e->attr.uid, 1000u);
+  EXPECT_EQ(e->attr.nlink, 1u);
+  EXPECT_EQ(meta_->Lookup(ctx_, kRootInode, "nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(meta_->Mknod(ctx_, kRootInode, "a.txt", S_IFREG | 0644, 0).status().code(),
+            StatusCode::kExists);
+  EXPECT_EQ(meta_->Mknod(ctx_, f, "x", S_IFREG | 0644, 0).status().code(), StatusCode::kNotDir);
+  EXPECT_EQ(meta_->Mknod(ctx_, kRootInode, std::string(256, 'n'), S_IFREG, 0).status().code(),
+            StatusCode::kNameTooLong);
+  EXPECT_TRUE(meta_->Mknod(ctx_, kRootInode, std::string(255, 'n'), S_IFREG, 0).ok());
+
+  SetAttrRequest req;
+  req.mode = 0600;
+  req.mtime_ns = 123456789;
+  auto a = meta_->SetAttr(ctx_, f, req);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->mode, static_cast<uint32_t>(S_IFREG | 0600));
+  EXPECT_EQ(meta_->GetAttr(f)->mtime_ns, 123456789);
+}
+
+TEST_P(MetaTest, DirectoriesCountLinksAndMustBeEmptyToRemove) {
+  InodeId d = MakeDir(kRootInode, "d");
+  EXPECT_EQ(meta_->GetAttr(kRootInode)->nlink, 3u);
+  MakeFile(d, "f");
+  EXPECT_EQ(meta_->Rmdir(ctx_, kRootInode, "d").code(), StatusCode::kNotEmpty);
+  EXPECT_EQ(meta_->Unlink(ctx_, kRootInode, "d").code(), StatusCode::kIsDir);
+  EXPECT_EQ(meta_->Rmdir(ctx_, d, "f").code(), StatusCode::kNotDir);
+  ASSERT_TRUE(meta_->Unlink(ctx_, d, "f").ok());
+  ASSERT_TRUE(meta_->Rmdir(ctx_, kRootInode, "d").ok());
+  EXPECT_EQ(meta_->GetAttr(kRootInode)->nlink, 2u);
+  EXPECT_EQ(meta_->GetAttr(d).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(meta_->StatFs()->used_inodes, 0u);
+}
+
+TEST_P(MetaTest, ReadDirPagesByNameInOrder) {
+  std::vector<std::string> want;
+  for (int i = 0; i < 20; ++i) {
+    std::string name = "f" + std::to_string(100 + i);
+    MakeFile(kRootInode, name);
+    want.push_back(name);
+  }
+  EXPECT_EQ(List(kRootInode), want);
+  auto page = meta_->ReadDir(kRootInode, "f109", 2, true);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->items.size(), 2u);
+  EXPECT_EQ(page->items[0].name, "f110");
+  EXPECT_TRUE(page->items[0].attr.IsFile());
+  EXPECT_TRUE(page->more);
+}
+
+TEST_P(MetaTest, RenameMovesReplacesAndRefusesLoops) {
+  InodeId a = MakeDir(kRootInode, "a");
+  InodeId b = MakeDir(a, "b");
+  InodeId f = MakeFile(kRootInode, "f");
+  InodeId g = MakeFile(kRootInode, "g");
+  EXPECT_EQ(meta_->Rename(ctx_, kRootInode, "a", b, "a2", 0).code(), StatusCode::kInvalid);
+  EXPECT_EQ(meta_->Rename(ctx_, kRootInode, "f", kRootInode, "g", RENAME_NOREPLACE).code(),
+            StatusCode::kExists);
+  // Over an existing file: the target's data is released.
+  auto length = meta_->WriteSlice(g, 0, {0, SliceId(77), 10, 0, 10}, 1);
+  ASSERT_TRUE(length.ok());
+  ASSERT_TRUE(meta_->Rename(ctx_, kRootInode, "f", kRootInode, "g", 0).ok());
+  EXPECT_EQ(meta_->Lookup(ctx_, kRootInode, "g")->inode, f);
+  EXPECT_EQ(meta_->GetAttr(g).status().code(), StatusCode::kNotFound);
+  ASSERT_EQ(freed_.size(), 1u);
+  EXPECT_EQ(freed_[0].id, SliceId(77));
+  // A directory into another one: parents' link counts follow.
+  ASSERT_TRUE(meta_->Rename(ctx_, a, "b", kRootInode, "b", 0).ok());
+  EXPECT_EQ(meta_->GetAttr(b)->parent, kRootInode);
+  EXPECT_EQ(meta_->GetAttr(a)->nlink, 2u);
+  EXPECT_EQ(meta_->GetAttr(kRootInode)->nlink, 4u);
+  // Over an empty directory, not over a non-empty one.
+  MakeFile(b, "x");
+  EXPECT_EQ(meta_->Rename(ctx_, kRootInode, "a", kRootInode, "b", 0).code(), StatusCode::kNotEmpty);
+  ASSERT_TRUE(meta_->Rename(ctx_, kRootInode, "b", kRootInode, "a", 0).ok());
+  EXPECT_EQ(meta_->GetAttr(kRootInode)->nlink, 3u);
+  EXPECT_EQ(List(kRootInode), (std::vector<std::string>{"a", "g"}));
+}
+
+TEST_P(MetaTest, SlicesExtendLengthAndCountSpace) {
+  InodeId f = MakeFile(kRootInode, "f");
+  ASSERT_TRUE(meta_->WriteSlice(f, 0, {0, SliceId(1), 5000, 0, 5000}, 1).ok());
+  ASSERT_TRUE(meta_->WriteSlice(f, 1, {10, SliceId(2), 100, 0, 100}, 2).ok());
+  auto a = meta_->GetAttr(f);
+  EXPECT_EQ(a->length, kChunkSize + 110);
+  EXPECT_EQ(a->mtime_ns, 2);
+  EXPECT_EQ(meta_->StatFs()->used_space, SpaceOf(kChunkSize + 110));
+  auto chunk = meta_->ReadChunk(f, 1);
+  ASSERT_TRUE(chunk.ok());
+  ASSERT_EQ(chunk->size(), 1u);
+  EXPECT_EQ((*chunk)[0], (SliceRecord{10, SliceId(2), 100, 0, 100}));
+}
+
+TEST_P(MetaTest, TruncateFreesWholeChunksAndHidesTheTail) {
+  InodeId f = MakeFile(kRootInode, "f");
+  ASSERT_TRUE(meta_->WriteSlice(f, 0, {0, SliceId(1), 5000, 0, 5000}, 1).ok());
+  ASSERT_TRUE(meta_->WriteSlice(f, 1, {0, SliceId(2), 100, 0, 100}, 1).ok());
+  SetAttrRequest req;
+  req.size = 1000;
+  ASSERT_TRUE(meta_->SetAttr(ctx_, f, req).ok());
+  EXPECT_EQ(meta_->GetAttr(f)->length, 1000u);
+  ASSERT_EQ(freed_.size(), 1u);
+  EXPECT_EQ(freed_[0].id, SliceId(2));
+  auto chunk = meta_->ReadChunk(f, 0);
+  ASSERT_EQ(chunk->size(), 2u);
+  EXPECT_EQ((*chunk)[1].id, SliceId(0));
+  EXPECT_EQ((*chunk)[1].pos, 1000u);
+  EXPECT_TRUE(meta_->ReadChunk(f, 1)->empty());
+  EXPECT_EQ(meta_->StatFs()->used_space, 4096u);
+}
+
+TEST_P(MetaTest, UnlinkedOpenFileLivesUntilLastClose) {
+  InodeId f = MakeFile(kRootInode, "f");
+  ASSERT_TRUE(meta_->WriteSlice(f, 0, {0, SliceId(5), 10, 0, 10}, 1).ok());
+  meta_->OnOpen(f);
+  meta_->OnOpen(f);
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "f").ok());
+  EXPECT_EQ(meta_->Lookup(ctx_, kRootInode, "f").status().code(), StatusCode::kNotFound);
+  auto a = meta_->GetAttr(f);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->nlink, 0u);
+  EXPECT_TRUE(freed_.empty());
+  ASSERT_TRUE(meta_->OnClose(f).ok());
+  EXPECT_TRUE(meta_->GetAttr(f).ok());
+  ASSERT_TRUE(meta_->OnClose(f).ok());
+  EXPECT_EQ(meta_->GetAttr(f).status().code(), StatusCode::kNotFound);
+  ASSERT_EQ(freed_.size(), 1u);
+  EXPECT_EQ(meta_->StatFs()->used_space, 0u);
+}
+
+TEST_P(MetaTest, SessionsAreListedAndRemoved) {
+  ASSERT_TRUE(meta_->StartSession({"host1", 42, "/mnt/x", "0.1.0"}).ok());
+  ASSERT_TRUE(meta_->Heartbeat().ok());
+  auto list = Meta::ListSessions(meta_->kv());
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].info.mount_point, "/mnt/x");
+  EXPECT_EQ((*list)[0].info.pid, 42u);
+  ASSERT_TRUE(meta_->EndSession().ok());
+  EXPECT_TRUE(Meta::ListSessions(meta_->kv())->empty());
+}
+
+TEST_P(MetaTest, IdsAreNeverReused) {
+  std::set<uint64_t> seen;
+  for (int i = 0; i < 3000; ++i) {
+    auto id = meta_->NewSlice();
+    ASSERT_TRUE(id.ok());
+    EXPECT_TRUE(seen.insert(id->value()).second);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, MetaTest, ::testing::Values("mem://", "sqlite"));
+
+class MetaQuotaTest : public MetaTest {
+ protected:
+  void SetUp() override {
+    capacity_ = 8192;
+    MetaTest::SetUp();
+  }
+};
+
+TEST_P(MetaQuotaTest, CapacityIsEnforcedWithoutPartialChanges) {
+  InodeId f = MakeFile(kRootInode, "f");
+  ASSERT_TRUE(meta_->WriteSlice(f, 0, {0, SliceId(1), 8000, 0, 8000}, 1).ok());
+  auto over = meta_->WriteSlice(f, 0, {8000, SliceId(2), 5000, 0, 5000}, 1);
+  EXPECT_EQ(over.status().code(), StatusCode::kNoSpace);
+  EXPECT_EQ(meta_->GetAttr(f)->length, 8000u);
+  EXPECT_EQ(meta_->ReadChunk(f, 0)->size(), 1u);
+  EXPECT_EQ(meta_->StatFs()->total_space, 8192u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, MetaQuotaTest, ::testing::Values("mem://", "sqlite"));
+
+}  // namespace
+}  // namespace tessera

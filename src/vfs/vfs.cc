@@ -1,0 +1,296 @@
+#include "vfs/vfs.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+
+#include "common/units.h"
+#include "data/file_reader.h"
+
+namespace tessera {
+namespace {
+
+// Adapts the metadata layer to what the data layer needs.
+class MetaChunks : public ChunkMeta {
+ public:
+  explicit MetaChunks(Meta* meta) : meta_(meta) {}
+  Result<SliceId> NewSlice() override { return meta_->NewSlice(); }
+  Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk) override {
+    return meta_->ReadChunk(ino, chunk);
+  }
+  Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& slice) override {
+    auto attr = meta_->WriteSlice(ino, chunk, slice, NowNanos());
+    return attr.ok() ? Status::Ok() : attr.status();
+  }
+
+ private:
+  Meta* meta_;
+};
+
+// Directory entries fetched from metadata per ReadDir call.
+constexpr size_t kDirPage = 1024;
+// Offsets 1 and 2 are "." and ".."; entry i (0-based) has offset i + 3.
+constexpr uint64_t kFirstEntryOffset = 3;
+
+}  // namespace
+
+// Per open inode: the write buffer shared by all its handles.
+struct Vfs::OpenFile {
+  OpenFile(InodeId ino, ChunkMeta* chunks, SliceStore* slices) : writer(ino, chunks, slices) {}
+  FileWriter writer;
+  int handles = 0;  // guarded by Vfs::mu_
+};
+
+struct Vfs::FileHandle {
+  InodeId ino;
+  int flags = 0;
+  std::shared_ptr<OpenFile> file;
+};
+
+// A directory stream: remembers the last page so that the kernel can resume
+// at any offset inside it, and the name to continue after.
+struct Vfs::DirHandle {
+  std::mutex mu;
+  InodeId ino;
+  uint64_t page_start = kFirstEntryOffset;  // offset of page[0]
+  std::vector<DirItem> page;
+  bool more = true;  // entries follow the page
+};
+
+Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options)
+    : meta_(meta), slices_(slices), options_(options),
+      chunks_(std::make_unique<MetaChunks>(meta)) {
+  meta_->SetSliceDeleter([this](const std::vector<SliceRef>& freed) {
+    for (const SliceRef& s : freed) (void)slices_->Delete(s);
+  });
+}
+
+Vfs::~Vfs() { meta_->SetSliceDeleter(nullptr); }
+
+std::shared_ptr<Vfs::OpenFile> Vfs::FindFile(InodeId ino) {
+  std::lock_guard lock(mu_);
+  auto it = files_.find(ino);
+  return it == files_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Vfs::FileHandle> Vfs::FindHandle(uint64_t handle) {
+  std::lock_guard lock(mu_);
+  auto it = handles_.find(handle);
+  return it == handles_.end() ? nullptr : it->second;
+}
+
+uint64_t Vfs::AddHandle(InodeId ino, int flags) {
+  std::shared_ptr<OpenFile> file;
+  uint64_t id;
+  {
+    std::lock_guard lock(mu_);
+    auto& slot = files_[ino];
+    if (!slot) slot = std::make_shared<OpenFile>(ino, chunks_.get(), slices_);
+    slot->handles++;
+    id = next_handle_++;
+    handles_[id] = std::make_shared<FileHandle>(FileHandle{ino, flags, slot});
+  }
+  meta_->OnOpen(ino);
+  return id;
+}
+
+Status Vfs::FlushFile(InodeId ino) {
+  auto file = FindFile(ino);
+  return file ? file->writer.Flush() : Status::Ok();
+}
+
+Result<EntryInfo> Vfs::Lookup(const Context& ctx, InodeId parent, std::string_view name) {
+  ASSIGN_OR_RETURN(EntryInfo e, meta_->Lookup(ctx, parent, name));
+  if (auto file = FindFile(e.inode)) e.attr.length = std::max(e.attr.length, file->writer.PendingEnd());
+  return e;
+}
+
+Result<Attr> Vfs::GetAttr(const Context&, InodeId ino) {
+  ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
+  if (auto file = FindFile(ino)) a.length = std::max(a.length, file->writer.PendingEnd());
+  return a;
+}
+
+Result<Attr> Vfs::SetAttr(const Context& ctx, InodeId ino, const SetAttrRequest& req) {
+  // Buffered writes must land before the length changes under them.
+  if (req.size) RETURN_IF_ERROR(FlushFile(ino));
+  return meta_->SetAttr(ctx, ino, req);
+}
+
+Result<EntryInfo> Vfs::Mknod(const Context& ctx, InodeId parent, std::string_view name,
+                             uint32_t mode, uint32_t rdev) {
+  return meta_->Mknod(ctx, parent, name, mode, rdev);
+}
+
+Result<EntryInfo> Vfs::Mkdir(const Context& ctx, InodeId parent, std::string_view name,
+                             uint32_t mode) {
+  return meta_->Mkdir(ctx, parent, name, mode);
+}
+
+Status Vfs::Unlink(const Context& ctx, InodeId parent, std::string_view name) {
+  return meta_->Unlink(ctx, parent, name);
+}
+
+Status Vfs::Rmdir(const Context& ctx, InodeId parent, std::string_view name) {
+  return meta_->Rmdir(ctx, parent, name);
+}
+
+Status Vfs::Rename(const Context& ctx, InodeId parent, std::string_view name, InodeId new_parent,
+                   std::string_view new_name, uint32_t flags) {
+  return meta_->Rename(ctx, parent, name, new_parent, new_name, flags);
+}
+
+Result<EntryInfo> Vfs::Create(const Context& ctx, InodeId parent, std::string_view name,
+                              uint32_t mode, int flags, uint64_t* handle) {
+  ASSIGN_OR_RETURN(EntryInfo e, meta_->Mknod(ctx, parent, name, S_IFREG | (mode & 07777), 0));
+  *handle = AddHandle(e.inode, flags);
+  return e;
+}
+
+Result<uint64_t> Vfs::Open(const Context&, InodeId ino, int flags) {
+  ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
+  if (a.IsDir()) return Status(StatusCode::kIsDir, "is a directory");
+  return AddHandle(ino, flags);
+}
+
+Result<size_t> Vfs::Read(const Context&, InodeId ino, uint64_t handle, uint64_t offset,
+                         size_t size, char* out) {
+  auto h = FindHandle(handle);
+  if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
+  // A reader must see this client's writes: commit them first.
+  if (h->file->writer.dirty()) RETURN_IF_ERROR(h->file->writer.Flush());
+  ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
+  return ReadFile(*chunks_, *slices_, ino, a.length, offset, size, out);
+}
+
+Result<size_t> Vfs::Write(const Context&, InodeId ino, uint64_t handle, uint64_t offset,
+                          std::string_view data) {
+  auto h = FindHandle(handle);
+  if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
+  if ((h->flags & O_ACCMODE) == O_RDONLY) return Status(StatusCode::kBadHandle, "not open for writing");
+  if (h->flags & O_APPEND) {
+    ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
+    offset = std::max(a.length, h->file->writer.PendingEnd());
+  }
+  if (offset + data.size() > (kChunkSize << 32)) return Status(StatusCode::kTooBig, "file too large");
+  RETURN_IF_ERROR(h->file->writer.Write(offset, data));
+  return data.size();
+}
+
+Status Vfs::Flush(const Context&, InodeId ino, uint64_t handle) {
+  auto h = FindHandle(handle);
+  if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
+  return h->file->writer.Flush();
+}
+
+Status Vfs::Fsync(const Context& ctx, InodeId ino, uint64_t handle) {
+  return Flush(ctx, ino, handle);
+}
+
+Status Vfs::Release(InodeId ino, uint64_t handle) {
+  std::shared_ptr<FileHandle> h;
+  bool last = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(handle);
+    if (it == handles_.end()) return Status(StatusCode::kBadHandle, "unknown file handle");
+    h = it->second;
+    handles_.erase(it);
+  }
+  Status st = h->file->writer.Flush();
+  {
+    std::lock_guard lock(mu_);
+    if (--h->file->handles == 0) {
+      files_.erase(ino);
+      last = true;
+    }
+  }
+  (void)last;
+  Status closed = meta_->OnClose(ino);
+  return st.ok() ? closed : st;
+}
+
+Result<uint64_t> Vfs::OpenDir(const Context&, InodeId ino) {
+  ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
+  if (!a.IsDir()) return Status(StatusCode::kNotDir, "not a directory");
+  auto d = std::make_shared<DirHandle>();
+  d->ino = ino;
+  std::lock_guard lock(mu_);
+  uint64_t id = next_handle_++;
+  dirs_[id] = d;
+  return id;
+}
+
+Result<std::vector<DirListing>> Vfs::ReadDir(const Context&, InodeId ino, uint64_t handle,
+                                             uint64_t offset, size_t limit, bool plus) {
+  std::shared_ptr<DirHandle> d;
+  {
+    std::lock_guard lock(mu_);
+    auto it = dirs_.find(handle);
+    if (it == dirs_.end()) return Status(StatusCode::kBadHandle, "unknown directory handle");
+    d = it->second;
+  }
+  std::lock_guard lock(d->mu);
+  std::vector<DirListing> out;
+  if (offset < kFirstEntryOffset) {
+    ASSIGN_OR_RETURN(Attr self, meta_->GetAttr(ino));
+    if (offset < 1) out.push_back({".", ino, S_IFDIR, self, 1});
+    if (offset < 2) {
+      Attr parent_attr;
+      if (auto p = meta_->GetAttr(self.parent); p.ok()) parent_attr = *p;
+      out.push_back({"..", self.parent, S_IFDIR, parent_attr, 2});
+    }
+    offset = kFirstEntryOffset;
+  }
+  // Make the page hold `offset`: continue after it, or walk from the start
+  // by name when the kernel seeks elsewhere.
+  const uint64_t page_end = d->page_start + d->page.size();
+  if (offset == page_end) {
+    if (!d->more) return out;
+    std::string after = d->page.empty() ? "" : d->page.back().name;
+    ASSIGN_OR_RETURN(DirPage p, meta_->ReadDir(ino, after, kDirPage, plus));
+    d->page_start = page_end;
+    d->page = std::move(p.items);
+    d->more = p.more;
+  } else if (offset < d->page_start || offset > page_end) {
+    d->page_start = kFirstEntryOffset;
+    std::string after;
+    while (true) {
+      ASSIGN_OR_RETURN(DirPage p, meta_->ReadDir(ino, after, kDirPage, plus));
+      d->page = std::move(p.items);
+      d->more = p.more;
+      if (offset < d->page_start + d->page.size() || !d->more) break;
+      d->page_start += d->page.size();
+      after = d->page.back().name;
+    }
+  }
+  for (uint64_t i = offset - d->page_start; i < d->page.size() && out.size() < limit; ++i) {
+    const DirItem& item = d->page[i];
+    out.push_back({item.name, item.inode, item.type, item.attr, d->page_start + i + 1});
+  }
+  return out;
+}
+
+Status Vfs::ReleaseDir(uint64_t handle) {
+  std::lock_guard lock(mu_);
+  dirs_.erase(handle);
+  return Status::Ok();
+}
+
+Result<FsStats> Vfs::StatFs(const Context&) { return meta_->StatFs(); }
+
+Status Vfs::FlushAll() {
+  std::vector<std::shared_ptr<OpenFile>> files;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [ino, f] : files_) files.push_back(f);
+  }
+  Status first;
+  for (auto& f : files) {
+    Status st = f->writer.Flush();
+    if (!st.ok() && first.ok()) first = st;
+  }
+  return first;
+}
+
+}  // namespace tessera

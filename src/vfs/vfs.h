@@ -1,0 +1,111 @@
+// The file system as programs see it, independent of how requests arrive
+// (FUSE today, the S3 gateway and tools later). Vfs owns open handles and
+// per-file write buffers, makes reads see this client's own writes, and
+// turns POSIX calls into metadata operations and data reads/writes. It never
+// includes libfuse headers. Every method is thread-safe.
+//
+// Handles: Open/Create/OpenDir return a handle id; every Read/Write/Flush/
+// Release names it. Data written through any handle is committed on
+// Flush/Fsync/Release (close-to-open consistency).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "common/types.h"
+#include "data/chunk_meta.h"
+#include "data/file_writer.h"
+#include "data/slice_store.h"
+#include "meta/meta.h"
+
+namespace tessera {
+
+struct VfsOptions {
+  double attr_timeout_s = 1.0;       // how long the kernel may cache attributes
+  double entry_timeout_s = 1.0;      // ... a name -> inode entry
+  double dir_entry_timeout_s = 1.0;  // ... entries of directories
+};
+
+// One directory entry returned by ReadDir, with the offset to resume after it.
+struct DirListing {
+  std::string name;
+  InodeId inode;
+  uint32_t type = 0;
+  Attr attr;        // with plus
+  uint64_t next_offset = 0;
+};
+
+class Vfs {
+ public:
+  // meta and slices must outlive the Vfs.
+  Vfs(Meta* meta, SliceStore* slices, VfsOptions options);
+  ~Vfs();
+
+  const VfsOptions& options() const { return options_; }
+
+  Result<EntryInfo> Lookup(const Context& ctx, InodeId parent, std::string_view name);
+  Result<Attr> GetAttr(const Context& ctx, InodeId ino);
+  Result<Attr> SetAttr(const Context& ctx, InodeId ino, const SetAttrRequest& req);
+  Result<EntryInfo> Mknod(const Context& ctx, InodeId parent, std::string_view name,
+                          uint32_t mode, uint32_t rdev);
+  Result<EntryInfo> Mkdir(const Context& ctx, InodeId parent, std::string_view name,
+                          uint32_t mode);
+  Status Unlink(const Context& ctx, InodeId parent, std::string_view name);
+  Status Rmdir(const Context& ctx, InodeId parent, std::string_view name);
+  Status Rename(const Context& ctx, InodeId parent, std::string_view name, InodeId new_parent,
+                std::string_view new_name, uint32_t flags);
+
+  // Creates and opens a regular file. *handle receives the handle id.
+  Result<EntryInfo> Create(const Context& ctx, InodeId parent, std::string_view name,
+                           uint32_t mode, int flags, uint64_t* handle);
+  Result<uint64_t> Open(const Context& ctx, InodeId ino, int flags);
+  Result<size_t> Read(const Context& ctx, InodeId ino, uint64_t handle, uint64_t offset,
+                      size_t size, char* out);
+  Result<size_t> Write(const Context& ctx, InodeId ino, uint64_t handle, uint64_t offset,
+                       std::string_view data);
+  Status Flush(const Context& ctx, InodeId ino, uint64_t handle);
+  Status Fsync(const Context& ctx, InodeId ino, uint64_t handle);
+  Status Release(InodeId ino, uint64_t handle);
+
+  Result<uint64_t> OpenDir(const Context& ctx, InodeId ino);
+  // Entries starting at `offset` (0 = the beginning, else a next_offset
+  // returned before), at most `limit`. Includes "." and "..". An empty
+  // result means the end.
+  Result<std::vector<DirListing>> ReadDir(const Context& ctx, InodeId ino, uint64_t handle,
+                                          uint64_t offset, size_t limit, bool plus);
+  Status ReleaseDir(uint64_t handle);
+
+  Result<FsStats> StatFs(const Context& ctx);
+
+  // Commits every buffered write (used at unmount).
+  Status FlushAll();
+
+ private:
+  struct OpenFile;
+  struct FileHandle;
+  struct DirHandle;
+
+  std::shared_ptr<OpenFile> AcquireFile(InodeId ino);
+  std::shared_ptr<OpenFile> FindFile(InodeId ino);
+  std::shared_ptr<FileHandle> FindHandle(uint64_t handle);
+  uint64_t AddHandle(InodeId ino, int flags);
+  Status FlushFile(InodeId ino);
+
+  Meta* const meta_;
+  SliceStore* const slices_;
+  const VfsOptions options_;
+  std::unique_ptr<ChunkMeta> chunks_;
+
+  std::mutex mu_;
+  uint64_t next_handle_ = 1;                                             // guarded by mu_
+  std::unordered_map<InodeId, std::shared_ptr<OpenFile>> files_;         // guarded by mu_
+  std::unordered_map<uint64_t, std::shared_ptr<FileHandle>> handles_;    // guarded by mu_
+  std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs_;        // guarded by mu_
+};
+
+}  // namespace tessera
