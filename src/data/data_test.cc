@@ -135,7 +135,9 @@ TEST_F(DataTest, OverwritesAndHolesMatchAModel) {
     if (model.size() < off + len) model.resize(off + len, '\0');
     model.replace(off, len, piece);
     ASSERT_TRUE(w.Write(off, piece).ok());
-    if (i % 37 == 0) ASSERT_TRUE(w.Flush().ok());
+    if (i % 37 == 0) {
+      ASSERT_TRUE(w.Flush().ok());
+    }
   }
   ASSERT_TRUE(w.Flush().ok());
   ASSERT_EQ(chunks_.length_, model.size());
@@ -147,8 +149,8 @@ TEST_F(DataTest, WritesAcrossChunkBoundarySplit) {
   std::string data(100000, 'q');
   ASSERT_TRUE(w.Write(kChunkSize - 50000, data).ok());
   ASSERT_TRUE(w.Flush().ok());
-  EXPECT_EQ(chunks_.chunks_[{2, 0}].size(), 1u);
-  EXPECT_EQ(chunks_.chunks_[{2, 1}].size(), 1u);
+  EXPECT_EQ((chunks_.chunks_[{2, 0}].size()), 1u);
+  EXPECT_EQ((chunks_.chunks_[{2, 1}].size()), 1u);
   std::string out(100000, '\0');
   auto n = ReadFile(chunks_, *slices_, InodeId(2), kChunkSize + 50000, kChunkSize - 50000,
                     out.size(), out.data());

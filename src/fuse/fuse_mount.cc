@@ -48,7 +48,8 @@ struct stat ToStat(InodeId ino, const Attr& a) {
   st.st_uid = a.uid;
   st.st_gid = a.gid;
   st.st_rdev = a.rdev;
-  st.st_size = static_cast<off_t>(a.length);
+  // Directories report one page, as local file systems do.
+  st.st_size = S_ISDIR(a.mode) ? 4096 : static_cast<off_t>(a.length);
   st.st_blocks = static_cast<blkcnt_t>((a.length + 511) / 512);
   st.st_blksize = kMaxWrite;
   st.st_atim = ToTimespec(a.atime_ns);
