@@ -121,10 +121,9 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   cv.notify_all();
   heartbeat.join();
   if (Status st = (*meta)->EndSession(); !st.ok()) LogWarn("ending session: " + st.ToString());
-  if (served.ok()) {
-    RemovePidFile(cfg.mount_point);
-    LogInfo("unmounted " + cfg.mount_point);
-  }
+  if (served.ok()) LogInfo("unmounted " + cfg.mount_point);
+  // Last: `tessera umount` waits for the pid file to go.
+  RemovePidFile(cfg.mount_point);
   return served;
 }
 

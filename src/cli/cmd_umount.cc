@@ -77,10 +77,12 @@ int RunUmount(int argc, char** argv) {
     return Fail("umount", "fusermount3 could not unmount " + mp);
   }
 
-  // Wait for the daemon to finish its shutdown (flush, end of session).
+  // Wait for the daemon to finish its shutdown (flush, end of session): it
+  // removes its pid file last. The kernel may take a while longer to reap
+  // the process itself, which nobody needs to wait for.
   if (daemon && !lazy) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-    while (kill(*daemon, 0) == 0) {
+    while (kill(*daemon, 0) == 0 && ReadPidFile(mp) == daemon) {
       if (std::chrono::steady_clock::now() > deadline) {
         return Fail("umount", "unmounted, but the daemon (pid " + std::to_string(*daemon) +
                                   ") is still running after " + std::to_string(timeout_s) + "s");
