@@ -1,0 +1,123 @@
+#include "kv/buffered_txn.h"
+
+#include <utility>
+
+namespace tessera {
+namespace {
+
+Status UsedAfterCommit() { return Internal("KV transaction used after Commit"); }
+
+}  // namespace
+
+Result<std::optional<std::string>> BufferedKvTxn::Get(std::string_view key) {
+  if (committed_) return UsedAfterCommit();
+  auto it = writes_.find(key);
+  if (it != writes_.end()) return it->second;
+  return SnapshotGet(key);
+}
+
+Result<std::vector<std::optional<std::string>>> BufferedKvTxn::BatchGet(
+    const std::vector<std::string>& keys) {
+  if (committed_) return UsedAfterCommit();
+  std::vector<std::optional<std::string>> values(keys.size());
+  // Only the keys this transaction has not written go to the engine.
+  std::vector<std::string> missing;
+  std::vector<size_t> missing_at;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = writes_.find(keys[i]);
+    if (it != writes_.end()) {
+      values[i] = it->second;
+    } else {
+      missing.push_back(keys[i]);
+      missing_at.push_back(i);
+    }
+  }
+  if (!missing.empty()) {
+    ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> got, SnapshotBatchGet(missing));
+    if (got.size() != missing.size()) {
+      return Internal("KV engine returned " + std::to_string(got.size()) + " values for " +
+                      std::to_string(missing.size()) + " keys");
+    }
+    for (size_t j = 0; j < got.size(); ++j) values[missing_at[j]] = std::move(got[j]);
+  }
+  return values;
+}
+
+Result<ScanResult> BufferedKvTxn::Scan(std::string_view begin, std::string_view end,
+                                       size_t limit) {
+  if (committed_) return UsedAfterCommit();
+  if (!end.empty() && begin >= end) return ScanResult{};
+  auto lo = writes_.lower_bound(begin);
+  auto hi = end.empty() ? writes_.end() : writes_.lower_bound(end);
+  if (lo == hi) return SnapshotScan(begin, end, limit);
+
+  // Each buffered delete can hide at most one snapshot pair, so asking the
+  // snapshot for `limit + deletes` pairs always leaves at least `limit`
+  // merged pairs at or below the last key it returned.
+  size_t deletes = 0;
+  for (auto it = lo; it != hi; ++it) {
+    if (!it->second) ++deletes;
+  }
+  size_t ask = limit == 0 ? 0 : limit + deletes;
+  ASSIGN_OR_RETURN(ScanResult snap, SnapshotScan(begin, end, ask));
+  if (snap.more) {
+    if (snap.items.empty()) return Internal("KV engine scan reported more without items");
+    // Past the snapshot's last key, the snapshot is unknown: merging buffered
+    // puts from there could skip snapshot pairs that belong before them.
+    hi = writes_.upper_bound(snap.items.back().key);
+  }
+
+  ScanResult out;
+  auto s = snap.items.begin();
+  auto b = lo;
+  while (s != snap.items.end() || b != hi) {
+    KeyValue next;
+    if (b == hi || (s != snap.items.end() && s->key < b->first)) {
+      next = std::move(*s++);
+    } else {
+      if (s != snap.items.end() && s->key == b->first) ++s;  // the buffer wins
+      const auto& [key, value] = *b++;
+      if (!value) continue;
+      next = KeyValue{key, *value};
+    }
+    if (limit != 0 && out.items.size() == limit) {
+      out.more = true;
+      break;
+    }
+    out.items.push_back(std::move(next));
+  }
+  // When the snapshot stopped early there is a pair beyond its last key that
+  // no buffered delete hides: with exactly `limit` merged pairs at or below
+  // that key, all `deletes` were spent there (see above).
+  if (snap.more) out.more = true;
+  return out;
+}
+
+void BufferedKvTxn::Put(std::string_view key, std::string_view value) {
+  writes_.insert_or_assign(std::string(key), std::optional<std::string>(value));
+}
+
+void BufferedKvTxn::Delete(std::string_view key) {
+  writes_.insert_or_assign(std::string(key), std::nullopt);
+}
+
+Status BufferedKvTxn::Commit() {
+  if (committed_) return Internal("KV transaction committed twice");
+  committed_ = true;
+  WriteBuffer writes = std::move(writes_);
+  writes_.clear();
+  return CommitWrites(std::move(writes));
+}
+
+Result<std::vector<std::optional<std::string>>> BufferedKvTxn::SnapshotBatchGet(
+    const std::vector<std::string>& keys) {
+  std::vector<std::optional<std::string>> values;
+  values.reserve(keys.size());
+  for (const std::string& key : keys) {
+    ASSIGN_OR_RETURN(std::optional<std::string> value, SnapshotGet(key));
+    values.push_back(std::move(value));
+  }
+  return values;
+}
+
+}  // namespace tessera

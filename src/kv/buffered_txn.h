@@ -1,0 +1,60 @@
+// BufferedKvTxn: the part of a KV transaction every engine shares. Writes are
+// kept in a sorted buffer until Commit; reads merge that buffer over the
+// engine's snapshot reads, so an engine only has to provide a consistent
+// snapshot (SnapshotGet/SnapshotScan) and an atomic, conflict-checked commit
+// of a finished buffer (CommitWrites). Engine-neutral on purpose: the SQLite
+// and memory engines use it, and so should Redis, PostgreSQL and etcd ones.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "kv/kv.h"
+
+namespace tessera {
+
+class BufferedKvTxn : public KvTxn {
+ public:
+  // Key -> new value, or std::nullopt for a delete. Sorted by unsigned bytes
+  // (std::string's order), like the key space.
+  using WriteBuffer = std::map<std::string, std::optional<std::string>, std::less<>>;
+
+  // KvTxn. Reads after Commit return kInternal (a caller bug).
+  Result<std::optional<std::string>> Get(std::string_view key) final;
+  Result<std::vector<std::optional<std::string>>> BatchGet(
+      const std::vector<std::string>& keys) final;
+  Result<ScanResult> Scan(std::string_view begin, std::string_view end, size_t limit) final;
+  void Put(std::string_view key, std::string_view value) final;
+  void Delete(std::string_view key) final;
+  // Hands the buffer to CommitWrites. A second call returns kInternal.
+  Status Commit() final;
+
+ protected:
+  // Reads of the engine's snapshot, without this transaction's writes. The
+  // engine records what they cover if it needs that for conflict checks.
+  // Same errors as KvTxn reads.
+  virtual Result<std::optional<std::string>> SnapshotGet(std::string_view key) = 0;
+  // Default: SnapshotGet for each key.
+  virtual Result<std::vector<std::optional<std::string>>> SnapshotBatchGet(
+      const std::vector<std::string>& keys);
+  // Same contract as KvTxn::Scan, and `more` must be exact: true only when at
+  // least one more pair lies in [begin, end) after the returned ones. The
+  // merge in Scan relies on that.
+  virtual Result<ScanResult> SnapshotScan(std::string_view begin, std::string_view end,
+                                          size_t limit) = 0;
+  // Applies `writes` atomically, or returns kConflict (nothing applied) when
+  // something this transaction read changed after its snapshot. `writes` may
+  // be empty: then the engine only ends the transaction. Called at most once.
+  virtual Status CommitWrites(WriteBuffer writes) = 0;
+
+ private:
+  WriteBuffer writes_;
+  bool committed_ = false;
+};
+
+}  // namespace tessera

@@ -1,0 +1,63 @@
+// OpenKv (URL dispatch to the engines) and WithTransaction (the retry loop).
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "kv/kv.h"
+#include "kv/memory_kv.h"
+#include "kv/sqlite_kv.h"
+#include "kv/txn_retry.h"
+
+namespace tessera {
+namespace {
+
+// Sleeps before retry number `retry` (1 for the second attempt).
+void Backoff(int retry, const TxnRetryPolicy& policy) {
+  int64_t wait = policy.initial_backoff_us;
+  for (int i = 1; i < retry && wait < policy.max_backoff_us; ++i) wait *= 2;
+  wait = std::min(wait, policy.max_backoff_us);
+  if (wait <= 0) return;
+  thread_local std::minstd_rand rng(std::random_device{}());
+  std::uniform_int_distribution<int64_t> jitter(wait / 2, wait);
+  std::this_thread::sleep_for(std::chrono::microseconds(jitter(rng)));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& options) {
+  size_t sep = url.find("://");
+  if (sep != std::string_view::npos) {
+    std::string_view scheme = url.substr(0, sep);
+    std::string_view rest = url.substr(sep + 3);
+    if (scheme == "mem") return OpenMemoryKv(rest);
+    if (scheme == "sqlite3") return OpenSqliteKv(url, rest, options);
+  }
+  return Invalid("unsupported metadata URL '" + std::string(url) +
+                 "' (expected sqlite3://PATH or mem://NAME)");
+}
+
+Status WithTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body,
+                       const TxnRetryPolicy& policy) {
+  Status last;
+  int attempts = std::max(policy.max_attempts, 1);
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
+    // The previous attempt's transaction is gone by now, so no snapshot or
+    // connection is held while waiting.
+    if (attempt > 1) Backoff(attempt - 1, policy);
+    ASSIGN_OR_RETURN(std::unique_ptr<KvTxn> txn, store.Begin());
+    Status s = body(*txn);
+    if (s.ok()) s = txn->Commit();
+    if (!s.Is(StatusCode::kConflict)) return s;
+    last = std::move(s);
+  }
+  return Conflict("transaction on " + store.Url() + " still conflicted after " +
+                  std::to_string(attempts) + " attempts (retries exhausted): " + last.message());
+}
+
+Status WithTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body) {
+  return WithTransaction(store, body, TxnRetryPolicy{});
+}
+
+}  // namespace tessera
