@@ -17,9 +17,34 @@ inline std::string InodePrefix(InodeId ino) {
 }
 // A<ino>I: attributes.
 inline std::string Attr(InodeId ino) { return InodePrefix(ino) + "I"; }
-// A<ino>D<name>: a directory entry.
+// Directory entries are ordered by a hash of the name, then the name: the
+// hash is a position in the directory that stays valid while entries come
+// and go, so it serves as the telldir()/seekdir() cookie and a listing can
+// resume from any cookie with one range scan. Values are 3 .. 2^62 - 1
+// (positive off_t; 1 and 2 are "." and "..").
+inline uint64_t NameHash(std::string_view name) {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a, then a full-avalanche mix
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  h >>= 2;
+  return h < 3 ? h + 3 : h;
+}
+// A<ino>D<hash><name>: a directory entry.
 inline std::string Entry(InodeId dir, std::string_view name) {
-  return InodePrefix(dir) + "D" + std::string(name);
+  std::string k = InodePrefix(dir) + "D";
+  PutBig64(&k, NameHash(name));
+  k.append(name);
+  return k;
+}
+// The first entry key positioned after `cookie` (a NameHash value).
+inline std::string EntriesAfter(InodeId dir, uint64_t cookie) {
+  std::string k = InodePrefix(dir) + "D";
+  PutBig64(&k, cookie + 1);
+  return k;
 }
 // First and past-the-end keys of all entries of a directory.
 inline std::string EntriesBegin(InodeId dir) { return InodePrefix(dir) + "D"; }

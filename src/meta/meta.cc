@@ -445,24 +445,25 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
   return Status::Ok();
 }
 
-Result<DirPage> Meta::ReadDir(InodeId dir, std::string_view after, size_t limit, bool plus) {
+Result<DirPage> Meta::ReadDir(InodeId dir, uint64_t after_cookie, size_t limit, bool plus) {
   DirPage out;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     out = DirPage();
     Attr a;
     RETURN_IF_ERROR(LoadAttr(txn, dir, &a));
     if (!a.IsDir()) return Status(StatusCode::kNotDir, "not a directory");
-    std::string begin = keys::EntriesBegin(dir);
-    const size_t prefix_len = begin.size();
-    // Names never contain NUL, so name + '\0' is the first key after name.
-    if (!after.empty()) begin += std::string(after) + '\0';
+    const size_t prefix_len = keys::EntriesBegin(dir).size();
+    const std::string begin =
+        after_cookie == 0 ? keys::EntriesBegin(dir) : keys::EntriesAfter(dir, after_cookie);
     ASSIGN_OR_RETURN(ScanResult page, txn.Scan(begin, keys::EntriesEnd(dir), limit));
     out.more = page.more;
     std::vector<std::string> attr_keys;
     for (const auto& item : page.items) {
       ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(item.value));
       DirItem d;
-      d.name = item.key.substr(prefix_len);
+      if (item.key.size() < prefix_len + 8) return Corrupt("directory entry key is truncated");
+      d.cookie = GetBig64(item.key.data() + prefix_len);
+      d.name = item.key.substr(prefix_len + 8);
       d.inode = e.inode;
       d.type = e.type;
       if (plus) attr_keys.push_back(keys::Attr(e.inode));

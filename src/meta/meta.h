@@ -34,6 +34,7 @@ struct EntryInfo {
 
 struct DirItem {
   std::string name;
+  uint64_t cookie = 0;  // position in the directory: pass to ReadDir to continue after it
   InodeId inode;
   uint32_t type = 0;  // S_IFMT bits
   Attr attr;          // filled only by ReadDir with plus = true
@@ -117,9 +118,10 @@ class Meta {
   // flags: 0 or RENAME_NOREPLACE (RENAME_EXCHANGE: kNotSupported for now).
   Status Rename(const Context& ctx, InodeId parent, std::string_view name, InodeId new_parent,
                 std::string_view new_name, uint32_t flags);
-  // Up to `limit` entries of a directory whose names sort after `after`
-  // ("" = from the start). Cost does not depend on how far `after` is.
-  Result<DirPage> ReadDir(InodeId dir, std::string_view after, size_t limit, bool plus);
+  // Up to `limit` entries of a directory positioned after `after_cookie`
+  // (0 = from the start), in cookie order. The cost does not depend on how
+  // far into the directory the cookie is.
+  Result<DirPage> ReadDir(InodeId dir, uint64_t after_cookie, size_t limit, bool plus);
   Result<FsStats> StatFs();
 
   // File data.

@@ -2,6 +2,7 @@
 #include <linux/fs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "meta/keys.h"
@@ -57,14 +58,15 @@ class MetaTest : public ::testing::TestWithParam<std::string> {
   }
   std::vector<std::string> List(InodeId dir) {
     std::vector<std::string> names;
-    std::string after;
+    uint64_t after = 0;
     while (true) {
       auto page = meta_->ReadDir(dir, after, 3, true);
       EXPECT_TRUE(page.ok());
       for (auto& item : page->items) names.push_back(item.name);
       if (!page->more) break;
-      after = page->items.back().name;
+      after = page->items.back().cookie;
     }
+    std::sort(names.begin(), names.end());
     return names;
   }
 
@@ -132,7 +134,7 @@ TEST_P(MetaTest, DirectoriesCountLinksAndMustBeEmptyToRemove) {
   EXPECT_EQ(meta_->StatFs()->used_inodes, 0u);
 }
 
-TEST_P(MetaTest, ReadDirPagesByNameInOrder) {
+TEST_P(MetaTest, ReadDirPagesResumeFromAnyCookie) {
   std::vector<std::string> want;
   for (int i = 0; i < 20; ++i) {
     std::string name = "f" + std::to_string(100 + i);
@@ -140,10 +142,20 @@ TEST_P(MetaTest, ReadDirPagesByNameInOrder) {
     want.push_back(name);
   }
   EXPECT_EQ(List(kRootInode), want);
-  auto page = meta_->ReadDir(kRootInode, "f109", 2, true);
+  auto all = meta_->ReadDir(kRootInode, 0, 0, false);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->items.size(), 20u);
+  EXPECT_FALSE(all->more);
+  for (size_t i = 1; i < all->items.size(); ++i) {
+    EXPECT_LT(all->items[i - 1].cookie, all->items[i].cookie);
+    EXPECT_GE(all->items[i].cookie, 3u);
+  }
+  // Resuming after entry 9 gives entry 10 on, whatever happened before.
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, all->items[3].name).ok());
+  auto page = meta_->ReadDir(kRootInode, all->items[9].cookie, 2, true);
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->items.size(), 2u);
-  EXPECT_EQ(page->items[0].name, "f110");
+  EXPECT_EQ(page->items[0].name, all->items[10].name);
   EXPECT_TRUE(page->items[0].attr.IsFile());
   EXPECT_TRUE(page->more);
 }

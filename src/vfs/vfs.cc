@@ -29,8 +29,10 @@ class MetaChunks : public ChunkMeta {
 
 // Directory entries fetched from metadata per ReadDir call.
 constexpr size_t kDirPage = 1024;
-// Offsets 1 and 2 are "." and ".."; entry i (0-based) has offset i + 3.
-constexpr uint64_t kFirstEntryOffset = 3;
+// ReadDir offsets: 1 and 2 stand after "." and ".."; an entry's offset is
+// its cookie (>= 3), so any offset handed out can be resumed from directly.
+constexpr uint64_t kAfterDot = 1;
+constexpr uint64_t kAfterDotDot = 2;
 
 }  // namespace
 
@@ -47,14 +49,14 @@ struct Vfs::FileHandle {
   std::shared_ptr<OpenFile> file;
 };
 
-// A directory stream: remembers the last page so that the kernel can resume
-// at any offset inside it, and the name to continue after.
+// A directory stream: keeps the last page fetched, because the kernel often
+// takes only part of it and asks for the rest at the next offset.
 struct Vfs::DirHandle {
   std::mutex mu;
   InodeId ino;
-  uint64_t page_start = kFirstEntryOffset;  // offset of page[0]
-  std::vector<DirItem> page;
-  bool more = true;  // entries follow the page
+  uint64_t page_after = ~0ull;  // the cookie the page follows (~0: no page)
+  std::vector<DirItem> page;    // guarded by mu
+  bool more = false;            // entries follow the page
 };
 
 Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options)
@@ -232,41 +234,37 @@ Result<std::vector<DirListing>> Vfs::ReadDir(const Context&, InodeId ino, uint64
   }
   std::lock_guard lock(d->mu);
   std::vector<DirListing> out;
-  if (offset < kFirstEntryOffset) {
+  if (offset < kAfterDotDot) {
     ASSIGN_OR_RETURN(Attr self, meta_->GetAttr(ino));
-    if (offset < 1) out.push_back({".", ino, S_IFDIR, self, 1});
-    if (offset < 2) {
-      Attr parent_attr;
-      if (auto p = meta_->GetAttr(self.parent); p.ok()) parent_attr = *p;
-      out.push_back({"..", self.parent, S_IFDIR, parent_attr, 2});
-    }
-    offset = kFirstEntryOffset;
+    if (offset < kAfterDot) out.push_back({".", ino, S_IFDIR, self, kAfterDot});
+    Attr parent_attr;
+    if (auto p = meta_->GetAttr(self.parent); p.ok()) parent_attr = *p;
+    out.push_back({"..", self.parent, S_IFDIR, parent_attr, kAfterDotDot});
   }
-  // Make the page hold `offset`: continue after it, or walk from the start
-  // by name when the kernel seeks elsewhere.
-  const uint64_t page_end = d->page_start + d->page.size();
-  if (offset == page_end) {
-    if (!d->more) return out;
-    std::string after = d->page.empty() ? "" : d->page.back().name;
-    ASSIGN_OR_RETURN(DirPage p, meta_->ReadDir(ino, after, kDirPage, plus));
-    d->page_start = page_end;
+  const uint64_t cookie = offset <= kAfterDotDot ? 0 : offset;
+  if (offset == 0) d->page_after = ~0ull;  // rewinddir: see the directory afresh
+  // Continue inside the cached page when the offset falls in it.
+  size_t start = d->page.size() + 1;
+  if (d->page_after == cookie) {
+    start = 0;
+  } else {
+    for (size_t i = 0; i < d->page.size(); ++i) {
+      if (d->page[i].cookie == cookie) {
+        start = i + 1;
+        break;
+      }
+    }
+  }
+  if (start > d->page.size() || (start == d->page.size() && d->more)) {
+    ASSIGN_OR_RETURN(DirPage p, meta_->ReadDir(ino, cookie, kDirPage, plus));
+    d->page_after = cookie;
     d->page = std::move(p.items);
     d->more = p.more;
-  } else if (offset < d->page_start || offset > page_end) {
-    d->page_start = kFirstEntryOffset;
-    std::string after;
-    while (true) {
-      ASSIGN_OR_RETURN(DirPage p, meta_->ReadDir(ino, after, kDirPage, plus));
-      d->page = std::move(p.items);
-      d->more = p.more;
-      if (offset < d->page_start + d->page.size() || !d->more) break;
-      d->page_start += d->page.size();
-      after = d->page.back().name;
-    }
+    start = 0;
   }
-  for (uint64_t i = offset - d->page_start; i < d->page.size() && out.size() < limit; ++i) {
+  for (size_t i = start; i < d->page.size() && out.size() < limit; ++i) {
     const DirItem& item = d->page[i];
-    out.push_back({item.name, item.inode, item.type, item.attr, d->page_start + i + 1});
+    out.push_back({item.name, item.inode, item.type, item.attr, item.cookie});
   }
   return out;
 }

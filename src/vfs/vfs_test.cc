@@ -142,6 +142,13 @@ TEST_F(VfsTest, ReadDirResumesAndSeeksByOffset) {
   auto back = vfs_->ReadDir(ctx_, kRootInode, *h2, all[5].next_offset, 1, false);
   ASSERT_EQ(back->size(), 1u);
   EXPECT_EQ((*back)[0].name, all[6].name);
+  // Offsets stay valid while entries come and go.
+  ASSERT_TRUE(vfs_->Unlink(ctx_, kRootInode, all[1000].name).ok());
+  auto h3 = vfs_->OpenDir(ctx_, kRootInode);
+  auto after = vfs_->ReadDir(ctx_, kRootInode, *h3, all[999].next_offset, 1, false);
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_EQ((*after)[0].name, all[1001].name);
+  ASSERT_TRUE(vfs_->ReleaseDir(*h3).ok());
   ASSERT_TRUE(vfs_->ReleaseDir(*h).ok());
   ASSERT_TRUE(vfs_->ReleaseDir(*h2).ok());
 }
