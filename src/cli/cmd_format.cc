@@ -96,6 +96,7 @@ int RunFormat(int argc, char** argv) {
   s.block_size = *block;
   auto trash = ParseUint(args.Get("trash-days", "1"), "trash days");
   if (!trash.ok()) return Fail("format", trash.status());
+  if (*trash > 36500) return Fail("format", "--trash-days must be 0 to 36500, not " + args.Get("trash-days", ""));
   s.trash_days = static_cast<uint32_t>(*trash);
   if (auto cap = args.Get("capacity")) {
     auto v = ParseSize(*cap);

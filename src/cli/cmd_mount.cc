@@ -230,7 +230,9 @@ int RunMount(int argc, char** argv) {
   }
   if (auto v = args.Get("heartbeat")) {
     auto n = ParseUint(*v, "--heartbeat");
-    if (!n.ok() || *n == 0) return Fail("mount", "--heartbeat must be a positive number of seconds");
+    if (!n.ok() || *n == 0 || *n > 3600) {
+      return Fail("mount", "--heartbeat must be 1 to 3600 seconds, not '" + *v + "'");
+    }
     cfg.heartbeat_s = static_cast<int>(*n);
   }
   cfg.debug = args.Has("debug");

@@ -13,6 +13,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/mount_table.h"
+#include "common/units.h"
 
 namespace tessera {
 namespace {
@@ -61,7 +62,11 @@ int RunUmount(int argc, char** argv) {
   if (!fstype) return Fail("umount", mp + " is not mounted");
   if (*fstype != "fuse.tessera") return Fail("umount", mp + " is not a tessera mount (" + *fstype + ")");
   int timeout_s = 60;
-  if (auto t = args.Get("timeout")) timeout_s = std::atoi(t->c_str());
+  if (auto t = args.Get("timeout")) {
+    auto v = ParseUint(*t, "--timeout");
+    if (!v.ok() || *v > 86400) return Fail("umount", "--timeout must be 0 to 86400 seconds, not '" + *t + "'");
+    timeout_s = static_cast<int>(*v);
+  }
   const bool lazy = args.Has("lazy");
   auto daemon = ReadPidFile(mp);
 
