@@ -29,6 +29,8 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kRange: return "out of range";
     case StatusCode::kTooBig: return "too big";
     case StatusCode::kBadHandle: return "bad handle";
+    case StatusCode::kWouldBlock: return "would block";
+    case StatusCode::kValueTooLarge: return "value too large";
     case StatusCode::kInternal: return "internal error";
   }
   return "unknown";
@@ -65,6 +67,8 @@ int ToErrno(const Status& s) {
     case StatusCode::kRange: return ERANGE;
     case StatusCode::kTooBig: return EFBIG;
     case StatusCode::kBadHandle: return EBADF;
+    case StatusCode::kWouldBlock: return EAGAIN;
+    case StatusCode::kValueTooLarge: return E2BIG;
     case StatusCode::kIo:
     case StatusCode::kConflict:
     case StatusCode::kUnavailable:
@@ -89,7 +93,9 @@ Status FromErrno(int err, std::string_view context) {
     case EPERM: code = StatusCode::kNotPermitted; break;
     case EXDEV: code = StatusCode::kCrossDevice; break;
     case EBUSY: code = StatusCode::kBusy; break;
-    case EAGAIN: case EINTR: case ETIMEDOUT: code = StatusCode::kUnavailable; break;
+    case EINTR: case ETIMEDOUT: code = StatusCode::kUnavailable; break;
+    case EAGAIN: code = StatusCode::kWouldBlock; break;
+    case E2BIG: code = StatusCode::kValueTooLarge; break;
     default: break;
   }
   return Status(code, std::string(context) + ": " + std::strerror(err));

@@ -38,6 +38,8 @@ enum class StatusCode : int {
   kRange,          // ERANGE
   kTooBig,         // EFBIG
   kBadHandle,      // EBADF
+  kWouldBlock,     // EAGAIN: a lock is held by someone else
+  kValueTooLarge,  // E2BIG: an extended attribute value or list too large
   kInternal,       // a bug: EIO to the user
 };
 
