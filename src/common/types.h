@@ -27,6 +27,8 @@ using SessionId = StrongId<struct SessionTag>;
 inline constexpr InodeId kRootInode{1};
 // A chunk covers this many bytes of a file (fixed by the data format).
 inline constexpr uint64_t kChunkSize = 64ull << 20;
+// Chunk indexes are 32-bit: 2^32 chunks of 64 MiB (256 PiB) per file.
+inline constexpr uint64_t kMaxFileSize = kChunkSize << 32;
 
 }  // namespace tessera
 

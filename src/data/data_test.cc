@@ -4,7 +4,7 @@
 #include <random>
 #include <set>
 
-#include "data/chunk_view.h"
+#include "common/chunk_view.h"
 #include "data/file_reader.h"
 #include "data/file_writer.h"
 #include "data/slice_store.h"

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "data/chunk_view.h"
+#include "common/chunk_view.h"
 
 namespace tessera {
 

@@ -135,6 +135,37 @@ void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   ReplyEntry(req, VfsOf(req)->Mkdir(ContextOf(req), Ino(parent), name, mode));
 }
 
+void OnSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  ReplyEntry(req, VfsOf(req)->Symlink(ContextOf(req), Ino(parent), name, target));
+}
+
+void OnReadlink(fuse_req_t req, fuse_ino_t ino) {
+  auto r = VfsOf(req)->ReadLink(ContextOf(req), Ino(ino));
+  if (!r.ok()) return ReplyError(req, r.status());
+  fuse_reply_readlink(req, r->c_str());
+}
+
+void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  ReplyEntry(req, VfsOf(req)->Link(ContextOf(req), Ino(ino), Ino(new_parent), new_name));
+}
+
+void OnFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                 fuse_file_info* fi) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Fallocate(ContextOf(req), Ino(ino), fi->fh, mode,
+                                                    static_cast<uint64_t>(offset),
+                                                    static_cast<uint64_t>(length))));
+}
+
+void OnCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                     fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                     int /*flags*/) {
+  auto r = VfsOf(req)->CopyFileRange(ContextOf(req), Ino(ino_in), fi_in->fh,
+                                     static_cast<uint64_t>(off_in), Ino(ino_out), fi_out->fh,
+                                     static_cast<uint64_t>(off_out), len);
+  if (!r.ok()) return ReplyError(req, r.status());
+  fuse_reply_write(req, *r);
+}
+
 void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   fuse_reply_err(req, ToErrno(VfsOf(req)->Unlink(ContextOf(req), Ino(parent), name)));
 }
@@ -274,6 +305,47 @@ void OnStatfs(fuse_req_t req, fuse_ino_t) {
   fuse_reply_statfs(req, &st);
 }
 
+// The getxattr/listxattr size protocol: size 0 asks for the length only; a
+// buffer too small for the data is ERANGE.
+void ReplyXattrData(fuse_req_t req, std::string_view data, size_t size) {
+  if (size == 0) {
+    fuse_reply_xattr(req, data.size());
+  } else if (data.size() > size) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, data.data(), data.size());
+  }
+}
+
+void OnSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->SetXattr(ContextOf(req), Ino(ino), name,
+                                                   std::string_view(value, size), flags)));
+}
+
+void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto r = VfsOf(req)->GetXattr(ContextOf(req), Ino(ino), name);
+  if (!r.ok()) return ReplyError(req, r.status());
+  ReplyXattrData(req, *r, size);
+}
+
+void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto r = VfsOf(req)->ListXattr(ContextOf(req), Ino(ino));
+  if (!r.ok()) return ReplyError(req, r.status());
+  std::string list;
+  for (const std::string& name : *r) {
+    list.append(name);
+    list.push_back('\0');
+  }
+  constexpr size_t kXattrListMax = 65536;  // Linux's XATTR_LIST_MAX
+  if (list.size() > kXattrListMax) return fuse_reply_err(req, E2BIG);
+  ReplyXattrData(req, list, size);
+}
+
+void OnRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  fuse_reply_err(req, ToErrno(VfsOf(req)->RemoveXattr(ContextOf(req), Ino(ino), name)));
+}
+
 fuse_lowlevel_ops MakeOps() {
   fuse_lowlevel_ops ops;
   std::memset(&ops, 0, sizeof(ops));
@@ -283,6 +355,11 @@ fuse_lowlevel_ops MakeOps() {
   ops.setattr = OnSetattr;
   ops.mknod = OnMknod;
   ops.mkdir = OnMkdir;
+  ops.symlink = OnSymlink;
+  ops.readlink = OnReadlink;
+  ops.link = OnLink;
+  ops.fallocate = OnFallocate;
+  ops.copy_file_range = OnCopyFileRange;
   ops.unlink = OnUnlink;
   ops.rmdir = OnRmdir;
   ops.rename = OnRename;
@@ -298,6 +375,10 @@ fuse_lowlevel_ops MakeOps() {
   ops.readdirplus = OnReaddirplus;
   ops.releasedir = OnReleasedir;
   ops.statfs = OnStatfs;
+  ops.setxattr = OnSetxattr;
+  ops.getxattr = OnGetxattr;
+  ops.listxattr = OnListxattr;
+  ops.removexattr = OnRemovexattr;
   return ops;
 }
 

@@ -59,9 +59,28 @@ inline std::string ChunksBegin(InodeId ino) { return InodePrefix(ino) + "C"; }
 inline std::string ChunksEnd(InodeId ino) { return InodePrefix(ino) + "D"; }
 // A<ino>S: symlink target.
 inline std::string Symlink(InodeId ino) { return InodePrefix(ino) + "S"; }
+// A<ino>X<name>: the value of one extended attribute.
+inline std::string Xattr(InodeId ino, std::string_view name) {
+  std::string k = InodePrefix(ino) + "X";
+  k.append(name);
+  return k;
+}
+// First and past-the-end keys of all extended attributes of an inode.
+inline std::string XattrsBegin(InodeId ino) { return InodePrefix(ino) + "X"; }
+inline std::string XattrsEnd(InodeId ino) { return InodePrefix(ino) + "Y"; }
+// A<ino>F: flock holders; A<ino>P: POSIX byte-range locks (meta_lock.cc).
+inline std::string Flocks(InodeId ino) { return InodePrefix(ino) + "F"; }
+inline std::string PosixLocks(InodeId ino) { return InodePrefix(ino) + "P"; }
 // Everything stored under one inode.
 inline std::string InodeBegin(InodeId ino) { return InodePrefix(ino); }
 inline std::string InodeEnd(InodeId ino) { return InodePrefix(InodeId(ino.value() + 1)); }
+// K<slice id><size>: references to a slice when more than one chunk holds it.
+inline std::string SliceRefs(SliceId id, uint32_t size) {
+  std::string k = "K";
+  PutBig64(&k, id.value());
+  PutBig32(&k, size);
+  return k;
+}
 // C<name>: counters.
 inline std::string Counter(std::string_view name) { return "C" + std::string(name); }
 // SE<sid>: a session; SS<sid><ino>: a file the session holds open after unlink.
@@ -74,6 +93,13 @@ inline std::string SessionsBegin() { return "SE"; }
 inline std::string SessionsEnd() { return "SF"; }
 inline std::string SustainedInode(SessionId sid, InodeId ino) {
   std::string k = "SS";
+  PutBig64(&k, sid.value());
+  PutBig64(&k, ino.value());
+  return k;
+}
+// SL<sid><ino>: the session holds a flock or POSIX lock on the inode.
+inline std::string SessionLock(SessionId sid, InodeId ino) {
+  std::string k = "SL";
   PutBig64(&k, sid.value());
   PutBig64(&k, ino.value());
   return k;

@@ -153,6 +153,7 @@ Status Meta::Heartbeat() {
 Status Meta::EndSession() {
   if (session_.value() == 0) return Status::Ok();
   SessionId sid = session_;
+  RETURN_IF_ERROR(ReleaseSessionLocks(sid));
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     txn.Delete(keys::Session(sid));
     return Status::Ok();
@@ -240,7 +241,7 @@ Result<Attr> Meta::GetAttr(InodeId ino) {
 }
 
 Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view name, uint32_t mode,
-                        uint32_t rdev, EntryInfo* out) {
+                        uint32_t rdev, std::string_view symlink_target, EntryInfo* out) {
   RETURN_IF_ERROR(CheckName(name));
   ASSIGN_OR_RETURN(InodeId ino, NextInode());
   const bool is_dir = S_ISDIR(mode);
@@ -265,6 +266,10 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
     a.nlink = is_dir ? 2 : 1;
     a.rdev = rdev;
     a.parent = parent;
+    if (S_ISLNK(mode)) {
+      a.length = symlink_target.size();
+      txn.Put(keys::Symlink(ino), symlink_target);
+    }
     PutAttr(txn, ino, a);
     txn.Put(keys::Entry(parent, name), EncodeEntry({mode & S_IFMT, ino}));
     Touch(&dir, now);
@@ -281,14 +286,14 @@ Result<EntryInfo> Meta::Mknod(const Context& ctx, InodeId parent, std::string_vi
   if (S_ISDIR(mode)) return Invalid("use Mkdir for directories");
   if ((mode & S_IFMT) == 0) mode |= S_IFREG;
   EntryInfo out;
-  RETURN_IF_ERROR(CreateNode(ctx, parent, name, mode, rdev, &out));
+  RETURN_IF_ERROR(CreateNode(ctx, parent, name, mode, rdev, {}, &out));
   return out;
 }
 
 Result<EntryInfo> Meta::Mkdir(const Context& ctx, InodeId parent, std::string_view name,
                               uint32_t mode) {
   EntryInfo out;
-  RETURN_IF_ERROR(CreateNode(ctx, parent, name, S_IFDIR | (mode & 07777), 0, &out));
+  RETURN_IF_ERROR(CreateNode(ctx, parent, name, S_IFDIR | (mode & 07777), 0, {}, &out));
   return out;
 }
 
@@ -313,6 +318,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
       ASSIGN_OR_RETURN(ScanResult children,
                        txn.Scan(keys::EntriesBegin(e.inode), keys::EntriesEnd(e.inode), 1));
       if (!children.items.empty()) return Status(StatusCode::kNotEmpty, "directory not empty");
+      RETURN_IF_ERROR(meta_internal::DeleteXattrs(txn, e.inode));
       txn.Delete(keys::Attr(e.inode));
       ASSIGN_OR_RETURN(auto v, AddCounter(txn, keys::kUsedInodes, -1));
       (void)v;
@@ -353,7 +359,7 @@ Status Meta::Rmdir(const Context& ctx, InodeId parent, std::string_view name) {
 
 Status Meta::Rename(const Context&, InodeId parent, std::string_view name, InodeId new_parent,
                     std::string_view new_name, uint32_t flags) {
-  if (flags & RENAME_EXCHANGE) return Status(StatusCode::kNotSupported, "RENAME_EXCHANGE");
+  if (flags == RENAME_EXCHANGE) return RenameExchange(parent, name, new_parent, new_name);
   if (flags & ~static_cast<uint32_t>(RENAME_NOREPLACE)) return Invalid("unknown rename flags");
   RETURN_IF_ERROR(CheckName(new_name));
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
@@ -403,6 +409,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
         ASSIGN_OR_RETURN(ScanResult children,
                          txn.Scan(keys::EntriesBegin(dst.inode), keys::EntriesEnd(dst.inode), 1));
         if (!children.items.empty()) return Status(StatusCode::kNotEmpty, "target not empty");
+        RETURN_IF_ERROR(meta_internal::DeleteXattrs(txn, dst.inode));
         txn.Delete(keys::Attr(dst.inode));
         ASSIGN_OR_RETURN(auto v, AddCounter(txn, keys::kUsedInodes, -1));
         (void)v;

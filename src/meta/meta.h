@@ -9,6 +9,8 @@
 // the engine fails, kCorrupt for a record that cannot be decoded.
 #pragma once
 
+#include <fcntl.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -75,6 +77,15 @@ struct SessionRecord {
   SessionInfo info;
 };
 
+// A POSIX byte-range lock as GetLk reports it. type is F_RDLCK or F_WRLCK,
+// or F_UNLCK when nothing conflicts; end is inclusive (UINT64_MAX: to EOF).
+struct PosixLock {
+  int type = F_UNLCK;
+  uint64_t start = 0;
+  uint64_t end = 0;
+  uint32_t pid = 0;  // of the holder, as its client saw it
+};
+
 class Meta {
  public:
   // Called after a commit with slices no file references any more; the data
@@ -113,9 +124,17 @@ class Meta {
                           uint32_t mode, uint32_t rdev);
   Result<EntryInfo> Mkdir(const Context& ctx, InodeId parent, std::string_view name,
                           uint32_t mode);
+  // A symbolic link to `target` (1..4095 bytes).
+  Result<EntryInfo> Symlink(const Context& ctx, InodeId parent, std::string_view name,
+                            std::string_view target);
+  Result<std::string> ReadLink(InodeId ino);
+  // A hard link: a new entry for an existing non-directory inode.
+  Result<EntryInfo> Link(const Context& ctx, InodeId ino, InodeId new_parent,
+                         std::string_view new_name);
   Status Unlink(const Context& ctx, InodeId parent, std::string_view name);
   Status Rmdir(const Context& ctx, InodeId parent, std::string_view name);
-  // flags: 0 or RENAME_NOREPLACE (RENAME_EXCHANGE: kNotSupported for now).
+  // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE (both names must exist;
+  // they swap atomically).
   Status Rename(const Context& ctx, InodeId parent, std::string_view name, InodeId new_parent,
                 std::string_view new_name, uint32_t flags);
   // Up to `limit` entries of a directory positioned after `after_cookie`
@@ -123,6 +142,21 @@ class Meta {
   // far into the directory the cookie is.
   Result<DirPage> ReadDir(InodeId dir, uint64_t after_cookie, size_t limit, bool plus);
   Result<FsStats> StatFs();
+
+  // Extended attributes (meta_xattr.cc), one key per name. Names are 1..255
+  // bytes (kRange otherwise), values at most 65536 bytes (kValueTooLarge).
+  // "system." names (POSIX ACLs) are not stored: SetXattr gives
+  // kNotSupported, GetXattr kNoData. kNotFound when the inode is gone.
+  // flags: 0, XATTR_CREATE (kExists if present), XATTR_REPLACE (kNoData if
+  // absent). Set and remove update ctime.
+  Status SetXattr(const Context& ctx, InodeId ino, std::string_view name, std::string_view value,
+                  int flags);
+  // kNoData when the inode has no attribute of that name.
+  Result<std::string> GetXattr(InodeId ino, std::string_view name);
+  // Every name the inode has, in byte order.
+  Result<std::vector<std::string>> ListXattr(InodeId ino);
+  // kNoData when absent.
+  Status RemoveXattr(const Context& ctx, InodeId ino, std::string_view name);
 
   // File data.
   Result<SliceId> NewSlice();
@@ -132,10 +166,36 @@ class Meta {
   Result<Attr> WriteSlice(InodeId ino, uint32_t chunk_index, const SliceRecord& slice,
                           int64_t mtime_ns);
 
+  // fallocate(2): mode 0 (extend), FALLOC_FL_KEEP_SIZE, PUNCH_HOLE and
+  // ZERO_RANGE; other modes kNotSupported. Space is not reserved.
+  Result<Attr> Fallocate(InodeId ino, int mode, uint64_t off, uint64_t len);
+  // copy_file_range(2) by reference: the destination's chunks point at the
+  // source's slices (their reference counts grow); no data moves. Returns
+  // the bytes copied (fewer at the end of the source).
+  Result<uint64_t> CopyFileRange(InodeId in, uint64_t off_in, InodeId out, uint64_t off_out,
+                                 uint64_t len);
+
   // Open files: an inode unlinked while open here keeps its data until the
   // last Close.
   void OnOpen(InodeId ino);
   Status OnClose(InodeId ino);
+
+  // Advisory locks (meta_lock.cc), shared by all clients of the volume. An
+  // owner is (this session, `owner`); type is F_RDLCK, F_WRLCK or F_UNLCK.
+  // Never blocks: kWouldBlock when another owner holds an incompatible lock.
+  // flock(2): whole file; an owner may convert its own lock when no other
+  // owner's lock is in the way (on kWouldBlock it keeps what it had).
+  Status Flock(InodeId ino, uint64_t owner, int type);
+  // fcntl(2) locks on [start, end] (inclusive, UINT64_MAX = to EOF): an
+  // owner's ranges replace, split and merge as POSIX specifies.
+  Status SetLk(InodeId ino, uint64_t owner, uint32_t pid, int type, uint64_t start,
+               uint64_t end);
+  // The first lock of another owner that conflicts with `type` on the range.
+  Result<PosixLock> GetLk(InodeId ino, uint64_t owner, int type, uint64_t start, uint64_t end);
+  // Drops every POSIX lock of `owner` on the inode (close of any of its fds).
+  Status ReleasePosixLocks(InodeId ino, uint64_t owner);
+  // Drops every lock of a session (unmount, or cleanup after a dead client).
+  Status ReleaseSessionLocks(SessionId sid);
 
  private:
   Meta(std::unique_ptr<KvStore> kv, VolumeSettings settings);
@@ -144,8 +204,10 @@ class Meta {
                             uint64_t* end);
   bool IsOpen(InodeId ino);
   Status CreateNode(const Context& ctx, InodeId parent, std::string_view name, uint32_t mode,
-                    uint32_t rdev, EntryInfo* out);
+                    uint32_t rdev, std::string_view symlink_target, EntryInfo* out);
   Status RemoveEntry(const Context& ctx, InodeId parent, std::string_view name, bool dir);
+  Status RenameExchange(InodeId parent, std::string_view name, InodeId new_parent,
+                        std::string_view new_name);
   void FreeSlices(const std::vector<SliceRef>& slices);
 
   std::unique_ptr<KvStore> kv_;

@@ -1,6 +1,11 @@
 // File data records (chunks of slice records), attribute changes including
 // truncate, and the open-file bookkeeping that keeps unlinked files alive.
+#include <linux/falloc.h>
+
 #include <algorithm>
+#include <map>
+
+#include "common/chunk_view.h"
 
 #include "common/units.h"
 #include "meta/keys.h"
@@ -10,6 +15,9 @@
 namespace tessera {
 
 using meta_internal::AddCounter;
+using meta_internal::AddSliceRef;
+using meta_internal::DeleteChunks;
+using meta_internal::DistinctSlices;
 using meta_internal::DeleteInode;
 using meta_internal::GetCounter;
 using meta_internal::LoadAttr;
@@ -33,24 +41,7 @@ Status ChargeSpace(KvTxn& txn, uint64_t capacity, uint64_t old_length, uint64_t 
 // cut-off bytes read as zeros if the file grows again.
 Status CutChunks(KvTxn& txn, InodeId ino, uint64_t length, std::vector<SliceRef>* freed) {
   const uint32_t first_dead = static_cast<uint32_t>((length + kChunkSize - 1) / kChunkSize);
-  std::vector<uint64_t> freed_ids;
-  std::string from = keys::Chunk(ino, first_dead);
-  const std::string end = keys::ChunksEnd(ino);
-  while (true) {
-    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, 256));
-    for (const auto& kv : page.items) {
-      ASSIGN_OR_RETURN(auto records, DecodeChunk(kv.value));
-      for (const auto& r : records) {
-        if (r.id.value() == 0) continue;
-        if (std::find(freed_ids.begin(), freed_ids.end(), r.id.value()) != freed_ids.end()) continue;
-        freed_ids.push_back(r.id.value());
-        freed->push_back({r.id, r.size});
-      }
-      txn.Delete(kv.key);
-    }
-    if (!page.more || page.items.empty()) break;
-    from = page.items.back().key + '\0';
-  }
+  RETURN_IF_ERROR(DeleteChunks(txn, ino, first_dead, freed));
   const uint32_t pos = static_cast<uint32_t>(length % kChunkSize);
   if (pos != 0) {
     const std::string key = keys::Chunk(ino, static_cast<uint32_t>(length / kChunkSize));
@@ -60,6 +51,26 @@ Status CutChunks(KvTxn& txn, InodeId ino, uint64_t length, std::vector<SliceRef>
       AppendSliceRecord(&updated, {pos, SliceId(0), 0, 0, static_cast<uint32_t>(kChunkSize - pos)});
       txn.Put(key, updated);
     }
+  }
+  return Status::Ok();
+}
+
+// Makes [off, off + len) of a file read as zeros by appending hole records
+// to the chunks that hold data there.
+Status AppendHoles(KvTxn& txn, InodeId ino, uint64_t off, uint64_t len) {
+  while (len > 0) {
+    const uint32_t chunk = static_cast<uint32_t>(off / kChunkSize);
+    const uint32_t pos = static_cast<uint32_t>(off % kChunkSize);
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(len, kChunkSize - pos));
+    const std::string key = keys::Chunk(ino, chunk);
+    ASSIGN_OR_RETURN(auto value, txn.Get(key));
+    if (value) {
+      std::string updated = *value;
+      AppendSliceRecord(&updated, {pos, SliceId(0), 0, 0, n});
+      txn.Put(key, updated);
+    }
+    off += n;
+    len -= n;
   }
   return Status::Ok();
 }
@@ -132,6 +143,114 @@ Result<Attr> Meta::SetAttr(const Context&, InodeId ino, const SetAttrRequest& re
   }));
   FreeSlices(freed);
   return out;
+}
+
+Result<Attr> Meta::Fallocate(InodeId ino, int mode, uint64_t off, uint64_t len) {
+  constexpr int kKnown = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+  if ((mode & ~kKnown) != 0) return Status(StatusCode::kNotSupported, "fallocate mode not supported");
+  if (len == 0 || off + len < off) return Invalid("bad fallocate range");
+  if (off + len > kMaxFileSize) return Status(StatusCode::kTooBig, "file too large");
+  Attr out;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    RETURN_IF_ERROR(LoadAttr(txn, ino, &out));
+    if (out.IsDir()) return Status(StatusCode::kIsDir, "is a directory");
+    if (!out.IsFile()) return Status(StatusCode::kNotSupported, "not a regular file");
+    const int64_t now = NowNanos();
+    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+      // Only bytes inside the file hold data to clear.
+      const uint64_t end = std::min(off + len, out.length);
+      if (end > off) RETURN_IF_ERROR(AppendHoles(txn, ino, off, end - off));
+      out.mtime_ns = out.ctime_ns = now;
+    }
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > out.length) {
+      RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, out.length, off + len));
+      out.length = off + len;
+      out.mtime_ns = out.ctime_ns = now;
+    }
+    PutAttr(txn, ino, out);
+    return Status::Ok();
+  }));
+  return out;
+}
+
+Result<uint64_t> Meta::CopyFileRange(InodeId in, uint64_t off_in, InodeId out, uint64_t off_out,
+                                     uint64_t len) {
+  if (off_in + len < off_in || off_out + len < off_out) return Invalid("bad copy range");
+  uint64_t copied = 0;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    Attr src, dst;
+    RETURN_IF_ERROR(LoadAttr(txn, in, &src));
+    RETURN_IF_ERROR(LoadAttr(txn, out, &dst));
+    if (src.IsDir() || dst.IsDir()) return Status(StatusCode::kIsDir, "is a directory");
+    if (!src.IsFile() || !dst.IsFile()) return Invalid("not a regular file");
+    copied = off_in >= src.length ? 0 : std::min(len, src.length - off_in);
+    if (copied == 0) return Status::Ok();
+    if (off_out + copied > kMaxFileSize) return Status(StatusCode::kTooBig, "file too large");
+    if (in == out && off_in < off_out + copied && off_out < off_in + copied) {
+      return Invalid("source and destination ranges overlap");
+    }
+    // The destination references the source's slices: no byte is copied.
+    std::map<uint32_t, std::vector<Segment>> views;  // source chunk -> its view
+    std::map<uint32_t, std::string> dst_chunks;      // destination chunk -> new value
+    for (uint64_t done = 0; done < copied;) {
+      const uint64_t s = off_in + done, d = off_out + done;
+      const uint32_t s_chunk = static_cast<uint32_t>(s / kChunkSize);
+      const uint32_t d_chunk = static_cast<uint32_t>(d / kChunkSize);
+      const uint64_t s_pos = s % kChunkSize, d_pos = d % kChunkSize;
+      const uint64_t n = std::min({copied - done, kChunkSize - s_pos, kChunkSize - d_pos});
+      if (!views.count(s_chunk)) {
+        ASSIGN_OR_RETURN(auto raw, txn.Get(keys::Chunk(in, s_chunk)));
+        std::vector<SliceRecord> records;
+        if (raw) {
+          ASSIGN_OR_RETURN(records, DecodeChunk(*raw));
+        }
+        views[s_chunk] = BuildChunkView(records);
+      }
+      if (!dst_chunks.count(d_chunk)) {
+        ASSIGN_OR_RETURN(auto raw, txn.Get(keys::Chunk(out, d_chunk)));
+        dst_chunks[d_chunk] = raw.value_or("");
+      }
+      std::string& value = dst_chunks[d_chunk];
+      // Clear the range first: gaps in the source are zeros in the copy.
+      AppendSliceRecord(&value, {static_cast<uint32_t>(d_pos), SliceId(0), 0, 0,
+                                 static_cast<uint32_t>(n)});
+      for (const Segment& seg : views[s_chunk]) {
+        const uint64_t a = std::max<uint64_t>(seg.pos, s_pos);
+        const uint64_t b = std::min<uint64_t>(uint64_t{seg.pos} + seg.len, s_pos + n);
+        if (a >= b || seg.id.value() == 0) continue;
+        AppendSliceRecord(&value, {static_cast<uint32_t>(d_pos + (a - s_pos)), seg.id, seg.size,
+                                   static_cast<uint32_t>(seg.off + (a - seg.pos)),
+                                   static_cast<uint32_t>(b - a)});
+      }
+      done += n;
+    }
+    for (auto& [chunk, value] : dst_chunks) {
+      // One more reference for each slice this chunk did not hold before.
+      const std::string key = keys::Chunk(out, chunk);
+      ASSIGN_OR_RETURN(auto before_raw, txn.Get(key));
+      std::vector<SliceRecord> before;
+      if (before_raw) {
+        ASSIGN_OR_RETURN(before, DecodeChunk(*before_raw));
+      }
+      ASSIGN_OR_RETURN(auto after, DecodeChunk(value));
+      const auto held = DistinctSlices(before);
+      for (const SliceRef& slice : DistinctSlices(after)) {
+        if (std::find(held.begin(), held.end(), slice) == held.end()) {
+          RETURN_IF_ERROR(AddSliceRef(txn, slice));
+        }
+      }
+      txn.Put(key, value);
+    }
+    const int64_t now = NowNanos();
+    if (off_out + copied > dst.length) {
+      RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, dst.length, off_out + copied));
+      dst.length = off_out + copied;
+    }
+    dst.mtime_ns = dst.ctime_ns = now;
+    PutAttr(txn, out, dst);
+    return Status::Ok();
+  }));
+  return copied;
 }
 
 void Meta::OnOpen(InodeId ino) {

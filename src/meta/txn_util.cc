@@ -1,6 +1,6 @@
 #include "meta/txn_util.h"
 
-#include <set>
+#include <algorithm>
 
 #include "common/coding.h"
 #include "meta/keys.h"
@@ -34,33 +34,84 @@ Result<int64_t> AddCounter(KvTxn& txn, std::string_view name, int64_t delta) {
   return v;
 }
 
+std::vector<SliceRef> DistinctSlices(const std::vector<SliceRecord>& records) {
+  std::vector<SliceRef> out;
+  for (const auto& r : records) {
+    if (r.id.value() == 0) continue;
+    SliceRef ref{r.id, r.size};
+    if (std::find(out.begin(), out.end(), ref) == out.end()) out.push_back(ref);
+  }
+  return out;
+}
+
+Status AddSliceRef(KvTxn& txn, const SliceRef& slice) {
+  const std::string key = keys::SliceRefs(slice.id, slice.size);
+  ASSIGN_OR_RETURN(auto value, txn.Get(key));
+  uint64_t refs = value && value->size() == 8 ? GetBig64(value->data()) : 1;
+  std::string encoded;
+  PutBig64(&encoded, refs + 1);
+  txn.Put(key, encoded);
+  return Status::Ok();
+}
+
+Status ReleaseSlice(KvTxn& txn, const SliceRef& slice, std::vector<SliceRef>* freed) {
+  const std::string key = keys::SliceRefs(slice.id, slice.size);
+  ASSIGN_OR_RETURN(auto value, txn.Get(key));
+  uint64_t refs = value && value->size() == 8 ? GetBig64(value->data()) : 1;
+  if (refs <= 1) {
+    freed->push_back(slice);
+  } else if (refs == 2) {
+    txn.Delete(key);  // back to the implicit single reference
+  } else {
+    std::string encoded;
+    PutBig64(&encoded, refs - 1);
+    txn.Put(key, encoded);
+  }
+  return Status::Ok();
+}
+
+Status DeleteChunks(KvTxn& txn, InodeId ino, uint32_t first_chunk, std::vector<SliceRef>* freed) {
+  std::string from = keys::Chunk(ino, first_chunk);
+  const std::string end = keys::ChunksEnd(ino);
+  while (true) {
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, 256));
+    for (const auto& kv : page.items) {
+      ASSIGN_OR_RETURN(auto records, DecodeChunk(kv.value));
+      for (const SliceRef& slice : DistinctSlices(records)) {
+        RETURN_IF_ERROR(ReleaseSlice(txn, slice, freed));
+      }
+      txn.Delete(kv.key);
+    }
+    if (!page.more || page.items.empty()) break;
+    from = page.items.back().key + '\0';
+  }
+  return Status::Ok();
+}
+
 Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceRef>* freed) {
   if (attr.IsFile()) {
-    std::set<uint64_t> seen;
-    std::string from = keys::ChunksBegin(ino);
-    const std::string end = keys::ChunksEnd(ino);
-    while (true) {
-      ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, 256));
-      for (const auto& kv : page.items) {
-        ASSIGN_OR_RETURN(auto records, DecodeChunk(kv.value));
-        for (const auto& r : records) {
-          if (r.id.value() != 0 && seen.insert(r.id.value()).second) {
-            freed->push_back({r.id, r.size});
-          }
-        }
-        txn.Delete(kv.key);
-      }
-      if (!page.more || page.items.empty()) break;
-      from = page.items.back().key + '\0';
-    }
+    RETURN_IF_ERROR(DeleteChunks(txn, ino, 0, freed));
     ASSIGN_OR_RETURN(auto space, AddCounter(txn, keys::kUsedSpace,
                                             -static_cast<int64_t>(SpaceOf(attr.length))));
     (void)space;
   }
   if (S_ISLNK(attr.mode)) txn.Delete(keys::Symlink(ino));
+  RETURN_IF_ERROR(DeleteXattrs(txn, ino));
   txn.Delete(keys::Attr(ino));
   ASSIGN_OR_RETURN(auto inodes, AddCounter(txn, keys::kUsedInodes, -1));
   (void)inodes;
+  return Status::Ok();
+}
+
+Status DeleteXattrs(KvTxn& txn, InodeId ino) {
+  std::string from = keys::XattrsBegin(ino);
+  const std::string end = keys::XattrsEnd(ino);
+  while (true) {
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, 256));
+    for (const auto& kv : page.items) txn.Delete(kv.key);
+    if (!page.more || page.items.empty()) break;
+    from = page.items.back().key + '\0';
+  }
   return Status::Ok();
 }
 

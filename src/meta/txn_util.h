@@ -17,10 +17,22 @@ void PutAttr(KvTxn& txn, InodeId ino, const Attr& attr);
 Result<int64_t> GetCounter(KvTxn& txn, std::string_view name);
 // Adds delta to a counter and returns the new value.
 Result<int64_t> AddCounter(KvTxn& txn, std::string_view name, int64_t delta);
+// The slices a chunk's records reference, each once (no holes).
+std::vector<SliceRef> DistinctSlices(const std::vector<SliceRecord>& records);
+// Slice reference counts (key K<id><size>; absent = one reference): a chunk
+// that starts referencing a slice adds one, a chunk that is deleted releases
+// one; a slice released to zero is appended to *freed.
+Status AddSliceRef(KvTxn& txn, const SliceRef& slice);
+Status ReleaseSlice(KvTxn& txn, const SliceRef& slice, std::vector<SliceRef>* freed);
+// Deletes chunks first_chunk.. of a file, releasing their slices.
+Status DeleteChunks(KvTxn& txn, InodeId ino, uint32_t first_chunk, std::vector<SliceRef>* freed);
 // Removes every key of a non-directory inode (attributes, chunks, symlink
 // target), adjusts the usage counters and appends the slices it referenced
 // to *freed.
 Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceRef>* freed);
+// Removes every extended attribute of an inode (DeleteInode does it too;
+// directories removed by rmdir or rename-over call it directly).
+Status DeleteXattrs(KvTxn& txn, InodeId ino);
 // Checks a name for a new entry: kNameTooLong past 255 bytes, kInvalid for
 // "", ".", ".." or a name containing '/' or NUL.
 Status CheckName(std::string_view name);

@@ -129,6 +129,18 @@ Result<EntryInfo> Vfs::Mkdir(const Context& ctx, InodeId parent, std::string_vie
   return meta_->Mkdir(ctx, parent, name, mode);
 }
 
+Result<EntryInfo> Vfs::Symlink(const Context& ctx, InodeId parent, std::string_view name,
+                               std::string_view target) {
+  return meta_->Symlink(ctx, parent, name, target);
+}
+
+Result<std::string> Vfs::ReadLink(const Context&, InodeId ino) { return meta_->ReadLink(ino); }
+
+Result<EntryInfo> Vfs::Link(const Context& ctx, InodeId ino, InodeId new_parent,
+                            std::string_view new_name) {
+  return meta_->Link(ctx, ino, new_parent, new_name);
+}
+
 Status Vfs::Unlink(const Context& ctx, InodeId parent, std::string_view name) {
   return meta_->Unlink(ctx, parent, name);
 }
@@ -174,9 +186,35 @@ Result<size_t> Vfs::Write(const Context&, InodeId ino, uint64_t handle, uint64_t
     ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
     offset = std::max(a.length, h->file->writer.PendingEnd());
   }
-  if (offset + data.size() > (kChunkSize << 32)) return Status(StatusCode::kTooBig, "file too large");
+  if (offset + data.size() > kMaxFileSize) return Status(StatusCode::kTooBig, "file too large");
   RETURN_IF_ERROR(h->file->writer.Write(offset, data));
   return data.size();
+}
+
+Status Vfs::Fallocate(const Context&, InodeId ino, uint64_t handle, int mode, uint64_t offset,
+                      uint64_t length) {
+  auto h = FindHandle(handle);
+  if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
+  if ((h->flags & O_ACCMODE) == O_RDONLY) return Status(StatusCode::kBadHandle, "not open for writing");
+  RETURN_IF_ERROR(h->file->writer.Flush());
+  auto attr = meta_->Fallocate(ino, mode, offset, length);
+  return attr.ok() ? Status::Ok() : attr.status();
+}
+
+Result<size_t> Vfs::CopyFileRange(const Context&, InodeId in, uint64_t in_handle, uint64_t off_in,
+                                  InodeId out, uint64_t out_handle, uint64_t off_out,
+                                  size_t length) {
+  auto src = FindHandle(in_handle);
+  auto dst = FindHandle(out_handle);
+  if (!src || src->ino != in || !dst || dst->ino != out) {
+    return Status(StatusCode::kBadHandle, "unknown file handle");
+  }
+  if ((dst->flags & O_ACCMODE) == O_RDONLY) return Status(StatusCode::kBadHandle, "not open for writing");
+  // Both files' pending writes must be in the slices being shared.
+  RETURN_IF_ERROR(src->file->writer.Flush());
+  RETURN_IF_ERROR(dst->file->writer.Flush());
+  ASSIGN_OR_RETURN(uint64_t copied, meta_->CopyFileRange(in, off_in, out, off_out, length));
+  return static_cast<size_t>(copied);
 }
 
 Status Vfs::Flush(const Context&, InodeId ino, uint64_t handle) {
@@ -276,6 +314,23 @@ Status Vfs::ReleaseDir(uint64_t handle) {
 }
 
 Result<FsStats> Vfs::StatFs(const Context&) { return meta_->StatFs(); }
+
+Status Vfs::SetXattr(const Context& ctx, InodeId ino, std::string_view name,
+                     std::string_view value, int flags) {
+  return meta_->SetXattr(ctx, ino, name, value, flags);
+}
+
+Result<std::string> Vfs::GetXattr(const Context&, InodeId ino, std::string_view name) {
+  return meta_->GetXattr(ino, name);
+}
+
+Result<std::vector<std::string>> Vfs::ListXattr(const Context&, InodeId ino) {
+  return meta_->ListXattr(ino);
+}
+
+Status Vfs::RemoveXattr(const Context& ctx, InodeId ino, std::string_view name) {
+  return meta_->RemoveXattr(ctx, ino, name);
+}
 
 Status Vfs::FlushAll() {
   std::vector<std::shared_ptr<OpenFile>> files;

@@ -10,8 +10,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -55,6 +57,11 @@ class Vfs {
                           uint32_t mode, uint32_t rdev);
   Result<EntryInfo> Mkdir(const Context& ctx, InodeId parent, std::string_view name,
                           uint32_t mode);
+  Result<EntryInfo> Symlink(const Context& ctx, InodeId parent, std::string_view name,
+                            std::string_view target);
+  Result<std::string> ReadLink(const Context& ctx, InodeId ino);
+  Result<EntryInfo> Link(const Context& ctx, InodeId ino, InodeId new_parent,
+                         std::string_view new_name);
   Status Unlink(const Context& ctx, InodeId parent, std::string_view name);
   Status Rmdir(const Context& ctx, InodeId parent, std::string_view name);
   Status Rename(const Context& ctx, InodeId parent, std::string_view name, InodeId new_parent,
@@ -68,9 +75,36 @@ class Vfs {
                       size_t size, char* out);
   Result<size_t> Write(const Context& ctx, InodeId ino, uint64_t handle, uint64_t offset,
                        std::string_view data);
-  Status Flush(const Context& ctx, InodeId ino, uint64_t handle);
+  // fallocate(2) on an open file; pending writes are committed first.
+  Status Fallocate(const Context& ctx, InodeId ino, uint64_t handle, int mode, uint64_t offset,
+                   uint64_t length);
+  // copy_file_range(2): shares the source's slices instead of copying bytes.
+  Result<size_t> CopyFileRange(const Context& ctx, InodeId in, uint64_t in_handle,
+                               uint64_t off_in, InodeId out, uint64_t out_handle,
+                               uint64_t off_out, size_t length);
+  // close(2) of one descriptor. With a lock_owner, also drops that owner's
+  // POSIX locks on the file (POSIX: any close by a process releases them).
+  Status Flush(const Context& ctx, InodeId ino, uint64_t handle,
+               std::optional<uint64_t> lock_owner = std::nullopt);
   Status Fsync(const Context& ctx, InodeId ino, uint64_t handle);
-  Status Release(InodeId ino, uint64_t handle);
+  // Last close of an open file description; with flock_owner, also drops
+  // the flock that description holds.
+  Status Release(InodeId ino, uint64_t handle, std::optional<uint64_t> flock_owner = std::nullopt);
+
+  // Advisory locks, held in metadata so that every client sees them (see
+  // Meta::Flock/SetLk). owner: the kernel's lock owner. op: LOCK_SH, LOCK_EX
+  // or LOCK_UN. Without block, a conflict is kWouldBlock; with it, the call
+  // retries (1 ms sleep doubling to 100 ms) until the lock is granted, or
+  // returns kUnavailable once `interrupted` returns true. Blocking calls
+  // hold their thread while they wait; there is no deadlock detection.
+  Status Flock(const Context& ctx, InodeId ino, uint64_t handle, uint64_t owner, int op,
+               bool block, const std::function<bool()>& interrupted = {});
+  // fcntl F_GETLK: the first conflicting lock of another owner, or F_UNLCK.
+  Result<PosixLock> GetLk(const Context& ctx, InodeId ino, uint64_t handle, uint64_t owner,
+                          const PosixLock& probe);
+  // fcntl F_SETLK (block: F_SETLKW); lock.pid is the caller's pid.
+  Status SetLk(const Context& ctx, InodeId ino, uint64_t handle, uint64_t owner,
+               const PosixLock& lock, bool block, const std::function<bool()>& interrupted = {});
 
   Result<uint64_t> OpenDir(const Context& ctx, InodeId ino);
   // Entries starting at `offset` (0 = the beginning, else a next_offset
@@ -81,6 +115,13 @@ class Vfs {
   Status ReleaseDir(uint64_t handle);
 
   Result<FsStats> StatFs(const Context& ctx);
+
+  // Extended attributes: see Meta::SetXattr and friends for limits and errors.
+  Status SetXattr(const Context& ctx, InodeId ino, std::string_view name, std::string_view value,
+                  int flags);
+  Result<std::string> GetXattr(const Context& ctx, InodeId ino, std::string_view name);
+  Result<std::vector<std::string>> ListXattr(const Context& ctx, InodeId ino);
+  Status RemoveXattr(const Context& ctx, InodeId ino, std::string_view name);
 
   // Commits every buffered write (used at unmount).
   Status FlushAll();

@@ -1,4 +1,4 @@
-#include "data/chunk_view.h"
+#include "common/chunk_view.h"
 
 #include <iterator>
 #include <map>

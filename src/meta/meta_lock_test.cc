@@ -1,0 +1,218 @@
+// flock and POSIX byte-range locks held in metadata, seen by two clients
+// (two Meta objects with their own sessions over one store).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "meta/keys.h"
+#include "meta/meta.h"
+
+namespace tessera {
+namespace {
+
+constexpr uint64_t kEof = UINT64_MAX;
+
+class MetaLockTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::string unique = std::to_string(getpid()) + "-" + test;
+    std::replace(unique.begin(), unique.end(), '/', '-');
+    if (GetParam() == "sqlite") {
+      dir_ = std::filesystem::temp_directory_path() / ("tessera-lock-" + unique);
+      std::filesystem::remove_all(dir_);
+      std::filesystem::create_directories(dir_);
+      url_ = "sqlite3://" + (dir_ / "meta.db").string();
+    } else {
+      url_ = "mem://lock-test-" + unique + "-" + std::to_string(reinterpret_cast<uintptr_t>(this));
+    }
+    auto kv = OpenKv(url_, KvOptions{.create_if_missing = true});
+    ASSERT_TRUE(kv.ok()) << kv.status().ToString();
+    VolumeSettings s;
+    s.name = "lock-vol";
+    s.uuid = NewUuid();
+    s.bucket = "/tmp/unused";
+    bool created = false;
+    ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
+    a_ = OpenClient();
+    b_ = OpenClient();
+    ASSERT_TRUE(a_ && b_);
+    auto e = a_->Mknod(ctx_, kRootInode, "f", S_IFREG | 0644, 0);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    ino_ = e->inode;
+  }
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  std::unique_ptr<Meta> OpenClient() {
+    auto kv = OpenKv(url_);
+    EXPECT_TRUE(kv.ok()) << kv.status().ToString();
+    if (!kv.ok()) return nullptr;
+    auto meta = Meta::Open(std::move(*kv));
+    EXPECT_TRUE(meta.ok()) << meta.status().ToString();
+    if (!meta.ok()) return nullptr;
+    EXPECT_TRUE((*meta)->StartSession(SessionInfo{"host", 1, "/mnt", "test"}).ok());
+    return std::move(*meta);
+  }
+
+  static StatusCode Code(const Status& st) { return st.code(); }
+
+  Context ctx_{1000, 1000, 1};
+  std::filesystem::path dir_;
+  std::string url_;
+  std::unique_ptr<Meta> a_, b_;
+  InodeId ino_;
+};
+
+constexpr StatusCode kOk = StatusCode::kOk;
+constexpr StatusCode kBlock = StatusCode::kWouldBlock;
+
+TEST_P(MetaLockTest, FlockSharedAndExclusive) {
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, F_RDLCK)), kOk);
+  EXPECT_EQ(Code(b_->Flock(ino_, 1, F_RDLCK)), kOk);  // same owner number, other session
+  EXPECT_EQ(Code(a_->Flock(ino_, 2, F_RDLCK)), kOk);
+  EXPECT_EQ(Code(b_->Flock(ino_, 2, F_WRLCK)), kBlock);
+  // An upgrade is refused while others share the file, and the shared lock stays.
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, F_WRLCK)), kBlock);
+  EXPECT_EQ(Code(b_->Flock(ino_, 1, F_UNLCK)), kOk);
+  EXPECT_EQ(Code(a_->Flock(ino_, 2, F_UNLCK)), kOk);
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, F_WRLCK)), kOk);  // now alone: upgrade
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, F_WRLCK)), kOk);  // again: no change
+  EXPECT_EQ(Code(b_->Flock(ino_, 7, F_RDLCK)), kBlock);
+  EXPECT_EQ(Code(a_->Flock(ino_, 3, F_RDLCK)), kBlock);  // another owner of the same client
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, F_RDLCK)), kOk);    // downgrade
+  EXPECT_EQ(Code(b_->Flock(ino_, 7, F_RDLCK)), kOk);
+  EXPECT_EQ(Code(b_->Flock(ino_, 7, F_UNLCK)), kOk);
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, F_UNLCK)), kOk);
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, F_UNLCK)), kOk);  // unlocking nothing is fine
+  EXPECT_EQ(Code(b_->Flock(ino_, 7, F_WRLCK)), kOk);
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, 42)), StatusCode::kInvalid);
+}
+
+TEST_P(MetaLockTest, PosixRangesConflictOnlyWhenTheyOverlap) {
+  EXPECT_EQ(Code(a_->SetLk(ino_, 1, 100, F_WRLCK, 0, 99)), kOk);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 200, F_WRLCK, 100, 199)), kOk);  // disjoint
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 200, F_WRLCK, 50, 60)), kBlock);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 200, F_RDLCK, 99, 99)), kBlock);
+  EXPECT_EQ(Code(a_->SetLk(ino_, 2, 101, F_RDLCK, 0, 0)), kBlock);  // other owner, same client
+  EXPECT_EQ(Code(a_->SetLk(ino_, 1, 100, F_WRLCK, 10, 20)), kOk);   // own lock: no conflict
+  EXPECT_EQ(Code(a_->SetLk(ino_, 1, 100, F_RDLCK, 0, 99)), kOk);    // downgrade all of it
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 200, F_RDLCK, 0, 50)), kOk);    // shared with shared
+  EXPECT_EQ(Code(b_->SetLk(ino_, 2, 201, F_WRLCK, 200, kEof)), kOk);
+  EXPECT_EQ(Code(a_->SetLk(ino_, 1, 100, F_RDLCK, 1000000, kEof)), kBlock);
+  EXPECT_EQ(Code(a_->SetLk(ino_, 1, 100, F_WRLCK, 5, 4)), StatusCode::kInvalid);
+}
+
+TEST_P(MetaLockTest, GetLkReportsTheConflictingLock) {
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 4242, F_WRLCK, 10, 19)), kOk);
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 4242, F_RDLCK, 100, kEof)), kOk);
+  auto r = b_->GetLk(ino_, 9, F_RDLCK, 0, 15);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->type, F_WRLCK);
+  EXPECT_EQ(r->start, 10u);
+  EXPECT_EQ(r->end, 19u);
+  EXPECT_EQ(r->pid, 4242u);
+  r = b_->GetLk(ino_, 9, F_RDLCK, 20, kEof);  // shared/shared: nothing in the way
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->type, F_UNLCK);
+  r = b_->GetLk(ino_, 9, F_WRLCK, 500, 600);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->type, F_RDLCK);
+  EXPECT_EQ(r->start, 100u);
+  EXPECT_EQ(r->end, kEof);
+  r = a_->GetLk(ino_, 1, F_WRLCK, 0, kEof);  // the owner's own locks never conflict
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->type, F_UNLCK);
+}
+
+TEST_P(MetaLockTest, PartialUnlockSplitsAndAdjacentRangesMerge) {
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 10, F_WRLCK, 0, 99)), kOk);
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 10, F_UNLCK, 40, 59)), kOk);  // split in two
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 20, F_WRLCK, 40, 59)), kOk);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 2, 20, F_WRLCK, 39, 39)), kBlock);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 2, 20, F_WRLCK, 60, 60)), kBlock);
+  auto r = b_->GetLk(ino_, 3, F_RDLCK, 60, kEof);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->start, 60u);
+  EXPECT_EQ(r->end, 99u);
+  ASSERT_EQ(Code(b_->SetLk(ino_, 1, 20, F_UNLCK, 0, kEof)), kOk);
+
+  // Adjacent ranges of one type merge: [0,39] + [40,59] + [60,99] is one lock.
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 10, F_WRLCK, 40, 59)), kOk);
+  r = b_->GetLk(ino_, 3, F_RDLCK, 50, 50);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->start, 0u);
+  EXPECT_EQ(r->end, 99u);
+  // A lock of another type over the middle splits it into three.
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 10, F_RDLCK, 30, 69)), kOk);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 20, F_RDLCK, 30, 69)), kOk);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 20, F_UNLCK, 30, 69)), kOk);
+  r = b_->GetLk(ino_, 3, F_WRLCK, 0, kEof);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->type, F_WRLCK);
+  EXPECT_EQ(r->start, 0u);
+  EXPECT_EQ(r->end, 29u);
+  r = b_->GetLk(ino_, 3, F_RDLCK, 30, kEof);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->start, 70u);
+  EXPECT_EQ(r->end, 99u);
+  // Unlocking in pieces leaves nothing behind: the key goes away.
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 10, F_UNLCK, 0, 50)), kOk);
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 10, F_UNLCK, 51, kEof)), kOk);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 20, F_WRLCK, 0, kEof)), kOk);
+  ASSERT_EQ(Code(b_->SetLk(ino_, 1, 20, F_UNLCK, 0, kEof)), kOk);
+  auto txn = a_->kv().Begin();
+  ASSERT_TRUE(txn.ok());
+  auto v = (*txn)->Get(keys::PosixLocks(ino_));
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->has_value());
+  v = (*txn)->Get(keys::SessionLock(a_->session(), ino_));
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->has_value());
+}
+
+TEST_P(MetaLockTest, ReleaseAllOfAnOwnerOrASession) {
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 10, F_WRLCK, 0, 9)), kOk);
+  ASSERT_EQ(Code(a_->SetLk(ino_, 1, 10, F_WRLCK, 20, 29)), kOk);
+  ASSERT_EQ(Code(a_->SetLk(ino_, 2, 11, F_WRLCK, 40, 49)), kOk);
+  ASSERT_EQ(Code(a_->Flock(ino_, 1, F_WRLCK)), kOk);
+  ASSERT_EQ(Code(a_->ReleasePosixLocks(ino_, 1)), kOk);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 20, F_WRLCK, 0, 29)), kOk);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 20, F_WRLCK, 40, 40)), kBlock);  // owner 2 keeps its lock
+  EXPECT_EQ(Code(b_->Flock(ino_, 1, F_RDLCK)), kBlock);              // flock is separate
+  ASSERT_EQ(Code(b_->SetLk(ino_, 1, 20, F_UNLCK, 0, kEof)), kOk);
+
+  // Another file, then the whole session of client a goes.
+  auto e = a_->Mknod(ctx_, kRootInode, "g", S_IFREG | 0644, 0);
+  ASSERT_TRUE(e.ok());
+  ASSERT_EQ(Code(a_->SetLk(e->inode, 5, 12, F_RDLCK, 0, kEof)), kOk);
+  ASSERT_EQ(Code(b_->SetLk(e->inode, 5, 21, F_RDLCK, 0, kEof)), kOk);
+  ASSERT_EQ(Code(a_->ReleaseSessionLocks(a_->session())), kOk);
+  EXPECT_EQ(Code(b_->Flock(ino_, 1, F_WRLCK)), kOk);
+  EXPECT_EQ(Code(b_->SetLk(ino_, 1, 20, F_WRLCK, 0, kEof)), kOk);
+  // b's own shared lock on g survives; a's is gone.
+  auto r = b_->GetLk(e->inode, 5, F_WRLCK, 0, kEof);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->type, F_UNLCK);
+  r = a_->GetLk(e->inode, 5, F_WRLCK, 0, kEof);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->type, F_RDLCK);
+  EXPECT_EQ(r->pid, 21u);
+
+  // Ending a session drops its locks too.
+  ASSERT_EQ(Code(b_->EndSession()), kOk);
+  EXPECT_EQ(Code(a_->Flock(ino_, 1, F_WRLCK)), kOk);
+  EXPECT_EQ(Code(a_->SetLk(ino_, 1, 10, F_WRLCK, 0, kEof)), kOk);
+  EXPECT_EQ(Code(a_->SetLk(e->inode, 1, 10, F_WRLCK, 0, kEof)), kOk);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, MetaLockTest, ::testing::Values("mem", "sqlite"));
+
+}  // namespace
+}  // namespace tessera
