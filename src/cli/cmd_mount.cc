@@ -39,6 +39,7 @@ Options:
   --attr-cache SECONDS    how long the kernel caches attributes (default 1)
   --entry-cache SECONDS   how long the kernel caches file names (default 1)
   --dir-entry-cache SECONDS  ... directory names (default 1)
+  --atime-mode MODE       noatime, relatime (default) or strictatime
   --max-threads N         FUSE worker threads (default 16)
   --heartbeat SECONDS     session heartbeat interval (default 12)
   --debug                 trace every FUSE request on stderr
@@ -187,7 +188,7 @@ int RunMount(int argc, char** argv) {
   args.Flag("background", "-d");
   args.Flag("debug");
   for (const char* v : {"log", "attr-cache", "entry-cache", "dir-entry-cache", "max-threads",
-                        "heartbeat"}) {
+                        "heartbeat", "atime-mode"}) {
     args.Value(v);
   }
   if (Status st = args.Parse(argc, argv, 2); !st.ok()) return Fail("mount", st);
@@ -236,6 +237,12 @@ int RunMount(int argc, char** argv) {
     cfg.heartbeat_s = static_cast<int>(*n);
   }
   cfg.debug = args.Has("debug");
+  if (auto v = args.Get("atime-mode")) {
+    if (*v == "noatime") cfg.vfs.atime_mode = AtimeMode::kNoAtime;
+    else if (*v == "relatime") cfg.vfs.atime_mode = AtimeMode::kRelAtime;
+    else if (*v == "strictatime") cfg.vfs.atime_mode = AtimeMode::kStrictAtime;
+    else return Fail("mount", "--atime-mode must be noatime, relatime or strictatime, not '" + *v + "'");
+  }
 
   if (args.Has("background")) {
     return RunInBackground(cfg, args.Get("log", DefaultLogFile()));

@@ -2,12 +2,14 @@
 #include "fuse/fuse_mount.h"
 
 #include <fuse_lowlevel.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "common/units.h"
@@ -90,6 +92,8 @@ void OnInit(void*, fuse_conn_info* conn) {
   unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_READDIRPLUS |
                   FUSE_CAP_READDIRPLUS_AUTO;
   conn->want |= want & conn->capable;
+  // Without these the kernel keeps locks to itself, invisible to other mounts.
+  conn->want |= (FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS) & conn->capable;
   // The kernel page cache must not hide other clients' writes by default.
   conn->want &= ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE);
 }
@@ -216,7 +220,8 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
 }
 
 void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Flush(ContextOf(req), Ino(ino), fi->fh)));
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Flush(ContextOf(req), Ino(ino), fi->fh,
+                                                fi->lock_owner)));
 }
 
 void OnFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info* fi) {
@@ -224,7 +229,47 @@ void OnFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info* fi) {
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Release(Ino(ino), fi->fh)));
+  auto flock_owner = fi->flock_release ? std::optional<uint64_t>(fi->lock_owner) : std::nullopt;
+  fuse_reply_err(req, ToErrno(VfsOf(req)->Release(Ino(ino), fi->fh, flock_owner)));
+}
+
+// Locks: l_len 0 means "to EOF", which the Vfs spells end = UINT64_MAX. A
+// blocking request stops waiting when the kernel interrupts it (a signal).
+PosixLock ToLock(const struct flock* l) {
+  const uint64_t start = static_cast<uint64_t>(l->l_start);
+  return PosixLock{l->l_type, start, l->l_len == 0 ? UINT64_MAX : start + l->l_len - 1,
+                   static_cast<uint32_t>(l->l_pid)};
+}
+
+void ReplyLockStatus(fuse_req_t req, const Status& st) {
+  fuse_reply_err(req, !st.ok() && fuse_req_interrupted(req) ? EINTR : ToErrno(st));
+}
+
+void OnGetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
+  auto r = VfsOf(req)->GetLk(ContextOf(req), Ino(ino), fi->fh, fi->lock_owner, ToLock(lock));
+  if (!r.ok()) return ReplyError(req, r.status());
+  struct flock out;
+  std::memset(&out, 0, sizeof(out));
+  out.l_type = static_cast<short>(r->type);
+  out.l_whence = SEEK_SET;
+  if (r->type != F_UNLCK) {
+    out.l_start = static_cast<off_t>(r->start);
+    out.l_len = r->end >= static_cast<uint64_t>(INT64_MAX) ? 0 : static_cast<off_t>(r->end - r->start + 1);
+    out.l_pid = static_cast<pid_t>(r->pid);
+  }
+  fuse_reply_lock(req, &out);
+}
+
+void OnSetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep) {
+  ReplyLockStatus(req, VfsOf(req)->SetLk(ContextOf(req), Ino(ino), fi->fh, fi->lock_owner,
+                                         ToLock(lock), sleep != 0,
+                                         [req] { return fuse_req_interrupted(req) != 0; }));
+}
+
+void OnFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
+  ReplyLockStatus(req, VfsOf(req)->Flock(ContextOf(req), Ino(ino), fi->fh, fi->lock_owner,
+                                         op & ~LOCK_NB, (op & LOCK_NB) == 0,
+                                         [req] { return fuse_req_interrupted(req) != 0; }));
 }
 
 void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -338,7 +383,10 @@ void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     list.push_back('\0');
   }
   constexpr size_t kXattrListMax = 65536;  // Linux's XATTR_LIST_MAX
-  if (list.size() > kXattrListMax) return fuse_reply_err(req, E2BIG);
+  if (list.size() > kXattrListMax) {
+    fuse_reply_err(req, E2BIG);
+    return;
+  }
   ReplyXattrData(req, list, size);
 }
 
@@ -370,6 +418,9 @@ fuse_lowlevel_ops MakeOps() {
   ops.flush = OnFlush;
   ops.fsync = OnFsync;
   ops.release = OnRelease;
+  ops.getlk = OnGetlk;
+  ops.setlk = OnSetlk;
+  ops.flock = OnFlock;
   ops.opendir = OnOpendir;
   ops.readdir = OnReaddir;
   ops.readdirplus = OnReaddirplus;

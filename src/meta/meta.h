@@ -166,6 +166,8 @@ class Meta {
   Result<Attr> WriteSlice(InodeId ino, uint32_t chunk_index, const SliceRecord& slice,
                           int64_t mtime_ns);
 
+  // Sets the access time only (reads do not change ctime).
+  Status TouchAtime(InodeId ino, int64_t atime_ns);
   // fallocate(2): mode 0 (extend), FALLOC_FL_KEEP_SIZE, PUNCH_HOLE and
   // ZERO_RANGE; other modes kNotSupported. Space is not reserved.
   Result<Attr> Fallocate(InodeId ino, int mode, uint64_t off, uint64_t len);

@@ -145,6 +145,17 @@ Result<Attr> Meta::SetAttr(const Context&, InodeId ino, const SetAttrRequest& re
   return out;
 }
 
+Status Meta::TouchAtime(InodeId ino, int64_t atime_ns) {
+  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    Attr a;
+    RETURN_IF_ERROR(LoadAttr(txn, ino, &a));
+    if (a.atime_ns >= atime_ns) return Status::Ok();
+    a.atime_ns = atime_ns;
+    PutAttr(txn, ino, a);
+    return Status::Ok();
+  });
+}
+
 Result<Attr> Meta::Fallocate(InodeId ino, int mode, uint64_t off, uint64_t len) {
   constexpr int kKnown = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
   if ((mode & ~kKnown) != 0) return Status(StatusCode::kNotSupported, "fallocate mode not supported");

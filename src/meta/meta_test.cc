@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 #include <linux/fs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "meta/keys.h"
 #include "meta/meta.h"
@@ -259,6 +262,172 @@ TEST_P(MetaTest, IdsAreNeverReused) {
     ASSERT_TRUE(id.ok());
     EXPECT_TRUE(seen.insert(id->value()).second);
   }
+}
+
+// ---- extended attributes ----
+
+// How many A<ino>X keys the store holds for an inode.
+size_t XattrKeys(KvStore& kv, InodeId ino) {
+  auto txn = kv.Begin();
+  EXPECT_TRUE(txn.ok());
+  if (!txn.ok()) return 0;
+  auto page = (*txn)->Scan(keys::XattrsBegin(ino), keys::XattrsEnd(ino), 0);
+  EXPECT_TRUE(page.ok());
+  return page.ok() ? page->items.size() : 0;
+}
+
+TEST_P(MetaTest, XattrSetGetListRemove) {
+  InodeId f = MakeFile(kRootInode, "f");
+  const std::string binary("a\0b\0\xff\x00z", 7);
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.b", binary, 0).ok());
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.a", "one", 0).ok());
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.empty", "", 0).ok());
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "trusted.t", "t", 0).ok());
+  EXPECT_EQ(*meta_->GetXattr(f, "user.a"), "one");
+  EXPECT_EQ(*meta_->GetXattr(f, "user.b"), binary);
+  auto empty = meta_->GetXattr(f, "user.empty");
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_EQ(*empty, "");
+  EXPECT_EQ(*meta_->ListXattr(f),
+            (std::vector<std::string>{"trusted.t", "user.a", "user.b", "user.empty"}));
+  // Overwrite without flags.
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.a", "two", 0).ok());
+  EXPECT_EQ(*meta_->GetXattr(f, "user.a"), "two");
+  ASSERT_TRUE(meta_->RemoveXattr(ctx_, f, "user.a").ok());
+  EXPECT_EQ(meta_->GetXattr(f, "user.a").status().code(), StatusCode::kNoData);
+  EXPECT_EQ(meta_->RemoveXattr(ctx_, f, "user.a").code(), StatusCode::kNoData);
+  EXPECT_EQ(meta_->GetXattr(f, "user.never").status().code(), StatusCode::kNoData);
+  EXPECT_EQ(*meta_->ListXattr(f),
+            (std::vector<std::string>{"trusted.t", "user.b", "user.empty"}));
+  // Directories have them too; other inodes' are separate.
+  InodeId d = MakeDir(kRootInode, "d");
+  EXPECT_TRUE(meta_->ListXattr(d)->empty());
+  ASSERT_TRUE(meta_->SetXattr(ctx_, d, "user.a", "dir", 0).ok());
+  EXPECT_EQ(*meta_->GetXattr(d, "user.a"), "dir");
+  EXPECT_EQ(meta_->GetXattr(f, "user.a").status().code(), StatusCode::kNoData);
+  // A missing inode is ENOENT, not ENODATA.
+  InodeId gone(999999);
+  EXPECT_EQ(meta_->GetXattr(gone, "user.a").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(meta_->ListXattr(gone).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(meta_->SetXattr(ctx_, gone, "user.a", "x", 0).code(), StatusCode::kNotFound);
+  EXPECT_EQ(meta_->RemoveXattr(ctx_, gone, "user.a").code(), StatusCode::kNotFound);
+}
+
+TEST_P(MetaTest, XattrCreateAndReplaceFlags) {
+  InodeId f = MakeFile(kRootInode, "f");
+  EXPECT_EQ(meta_->SetXattr(ctx_, f, "user.x", "1", XATTR_REPLACE).code(), StatusCode::kNoData);
+  EXPECT_EQ(meta_->GetXattr(f, "user.x").status().code(), StatusCode::kNoData);
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.x", "1", XATTR_CREATE).ok());
+  EXPECT_EQ(meta_->SetXattr(ctx_, f, "user.x", "2", XATTR_CREATE).code(), StatusCode::kExists);
+  EXPECT_EQ(*meta_->GetXattr(f, "user.x"), "1");
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.x", "3", XATTR_REPLACE).ok());
+  EXPECT_EQ(*meta_->GetXattr(f, "user.x"), "3");
+  EXPECT_EQ(meta_->SetXattr(ctx_, f, "user.x", "4", 0x100).code(), StatusCode::kInvalid);
+}
+
+TEST_P(MetaTest, XattrLimitsAndSystemNamespace) {
+  InodeId f = MakeFile(kRootInode, "f");
+  const std::string long_name = "user." + std::string(251, 'n');  // 256 bytes
+  EXPECT_EQ(meta_->SetXattr(ctx_, f, "", "v", 0).code(), StatusCode::kRange);
+  EXPECT_EQ(meta_->SetXattr(ctx_, f, long_name, "v", 0).code(), StatusCode::kRange);
+  EXPECT_EQ(meta_->GetXattr(f, long_name).status().code(), StatusCode::kRange);
+  EXPECT_EQ(meta_->GetXattr(f, "").status().code(), StatusCode::kRange);
+  EXPECT_EQ(meta_->RemoveXattr(ctx_, f, long_name).code(), StatusCode::kRange);
+  const std::string max_name = long_name.substr(1);  // 255 bytes
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, max_name, "v", 0).ok());
+  EXPECT_EQ(*meta_->GetXattr(f, max_name), "v");
+
+  std::string big(65536, 'v');
+  big[100] = '\0';
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.big", big, 0).ok());
+  EXPECT_EQ(*meta_->GetXattr(f, "user.big"), big);
+  EXPECT_EQ(meta_->SetXattr(ctx_, f, "user.big", big + "x", 0).code(),
+            StatusCode::kValueTooLarge);
+  EXPECT_EQ(*meta_->GetXattr(f, "user.big"), big);
+
+  EXPECT_EQ(meta_->SetXattr(ctx_, f, "system.posix_acl_access", "x", 0).code(),
+            StatusCode::kNotSupported);
+  EXPECT_EQ(meta_->GetXattr(f, "system.posix_acl_access").status().code(), StatusCode::kNoData);
+  EXPECT_EQ(*meta_->ListXattr(f), (std::vector<std::string>{max_name, "user.big"}));
+}
+
+TEST_P(MetaTest, XattrChangesMoveCtimeOnly) {
+  InodeId f = MakeFile(kRootInode, "f");
+  SetAttrRequest req;
+  req.mtime_ns = 1000;
+  req.atime_ns = 2000;
+  ASSERT_TRUE(meta_->SetAttr(ctx_, f, req).ok());
+  const int64_t before = meta_->GetAttr(f)->ctime_ns;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.a", "1", 0).ok());
+  auto a = meta_->GetAttr(f);
+  EXPECT_GT(a->ctime_ns, before);
+  EXPECT_EQ(a->mtime_ns, 1000);
+  EXPECT_EQ(a->atime_ns, 2000);
+  // Reads and failed changes leave it alone.
+  const int64_t after_set = a->ctime_ns;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(meta_->GetXattr(f, "user.a").ok());
+  ASSERT_TRUE(meta_->ListXattr(f).ok());
+  EXPECT_EQ(meta_->SetXattr(ctx_, f, "user.a", "2", XATTR_CREATE).code(), StatusCode::kExists);
+  EXPECT_EQ(meta_->RemoveXattr(ctx_, f, "user.none").code(), StatusCode::kNoData);
+  EXPECT_EQ(meta_->GetAttr(f)->ctime_ns, after_set);
+  ASSERT_TRUE(meta_->RemoveXattr(ctx_, f, "user.a").ok());
+  EXPECT_GT(meta_->GetAttr(f)->ctime_ns, after_set);
+  EXPECT_EQ(meta_->GetAttr(f)->mtime_ns, 1000);
+}
+
+TEST_P(MetaTest, XattrsGoWithTheInode) {
+  // More attributes than one scan page, on a file removed by unlink.
+  InodeId f = MakeFile(kRootInode, "f");
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_TRUE(meta_->SetXattr(ctx_, f, "user.k" + std::to_string(i), "v", 0).ok());
+  }
+  EXPECT_EQ(meta_->ListXattr(f)->size(), 300u);
+  EXPECT_EQ(XattrKeys(meta_->kv(), f), 300u);
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "f").ok());
+  EXPECT_EQ(XattrKeys(meta_->kv(), f), 0u);
+
+  // A hard link keeps them; the last link takes them.
+  InodeId g = MakeFile(kRootInode, "g");
+  ASSERT_TRUE(meta_->SetXattr(ctx_, g, "user.a", "1", 0).ok());
+  ASSERT_TRUE(meta_->Link(ctx_, g, kRootInode, "g2").ok());
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "g").ok());
+  EXPECT_EQ(*meta_->GetXattr(g, "user.a"), "1");
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "g2").ok());
+  EXPECT_EQ(XattrKeys(meta_->kv(), g), 0u);
+
+  // Unlinked while open: they stay until the last close.
+  InodeId h = MakeFile(kRootInode, "h");
+  ASSERT_TRUE(meta_->SetXattr(ctx_, h, "user.a", "1", 0).ok());
+  meta_->OnOpen(h);
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "h").ok());
+  EXPECT_EQ(*meta_->GetXattr(h, "user.a"), "1");
+  ASSERT_TRUE(meta_->OnClose(h).ok());
+  EXPECT_EQ(XattrKeys(meta_->kv(), h), 0u);
+
+  // A file replaced by rename.
+  InodeId victim = MakeFile(kRootInode, "victim");
+  MakeFile(kRootInode, "src");
+  ASSERT_TRUE(meta_->SetXattr(ctx_, victim, "user.a", "1", 0).ok());
+  ASSERT_TRUE(meta_->Rename(ctx_, kRootInode, "src", kRootInode, "victim", 0).ok());
+  EXPECT_EQ(XattrKeys(meta_->kv(), victim), 0u);
+
+  // A directory removed by rmdir, and one replaced by rename.
+  InodeId d = MakeDir(kRootInode, "d");
+  ASSERT_TRUE(meta_->SetXattr(ctx_, d, "user.a", "1", 0).ok());
+  ASSERT_TRUE(meta_->SetXattr(ctx_, d, "user.b", "2", 0).ok());
+  ASSERT_TRUE(meta_->Rmdir(ctx_, kRootInode, "d").ok());
+  EXPECT_EQ(XattrKeys(meta_->kv(), d), 0u);
+  InodeId e = MakeDir(kRootInode, "e");
+  InodeId e2 = MakeDir(kRootInode, "e2");
+  ASSERT_TRUE(meta_->SetXattr(ctx_, e, "user.a", "1", 0).ok());
+  ASSERT_TRUE(meta_->SetXattr(ctx_, e2, "user.mine", "2", 0).ok());
+  ASSERT_TRUE(meta_->Rename(ctx_, kRootInode, "e2", kRootInode, "e", 0).ok());
+  EXPECT_EQ(XattrKeys(meta_->kv(), e), 0u);
+  // The moved directory keeps its own.
+  EXPECT_EQ(*meta_->GetXattr(e2, "user.mine"), "2");
+  EXPECT_EQ(meta_->StatFs()->used_inodes, 2u);  // src (now "victim") and e2 (now "e")
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, MetaTest, ::testing::Values("mem://", "sqlite"));

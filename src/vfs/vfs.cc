@@ -1,8 +1,12 @@
 #include "vfs/vfs.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 
 #include "common/units.h"
 #include "data/file_reader.h"
@@ -41,6 +45,9 @@ struct Vfs::OpenFile {
   OpenFile(InodeId ino, ChunkMeta* chunks, SliceStore* slices) : writer(ino, chunks, slices) {}
   FileWriter writer;
   int handles = 0;  // guarded by Vfs::mu_
+  // Set once a POSIX lock was taken here: only then does a close cost a
+  // metadata call to drop the closing process's locks.
+  std::atomic<bool> posix_locked{false};
 };
 
 struct Vfs::FileHandle {
@@ -174,7 +181,38 @@ Result<size_t> Vfs::Read(const Context&, InodeId ino, uint64_t handle, uint64_t 
   // A reader must see this client's writes: commit them first.
   if (h->file->writer.dirty()) RETURN_IF_ERROR(h->file->writer.Flush());
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
-  return ReadFile(*chunks_, *slices_, ino, a.length, offset, size, out);
+  ASSIGN_OR_RETURN(size_t n, ReadFile(*chunks_, *slices_, ino, a.length, offset, size, out));
+  TouchAtime(ino, a);
+  return n;
+}
+
+void Vfs::TouchAtime(InodeId ino, const Attr& a) {
+  constexpr int64_t kDay = 86400ll * 1'000'000'000;
+  const int64_t now = NowNanos();
+  bool touch = false;
+  switch (options_.atime_mode) {
+    case AtimeMode::kNoAtime: break;
+    case AtimeMode::kRelAtime:
+      touch = a.atime_ns <= a.mtime_ns || a.atime_ns <= a.ctime_ns || now - a.atime_ns >= kDay;
+      break;
+    case AtimeMode::kStrictAtime: touch = true; break;
+  }
+  // A failed atime update must not fail the read that caused it.
+  if (touch) (void)meta_->TouchAtime(ino, now);
+}
+
+Status Vfs::CheckCapacity(InodeId ino, uint64_t end) {
+  const uint64_t capacity = meta_->settings().capacity;
+  if (capacity == 0) return Status::Ok();
+  ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
+  uint64_t length = a.length;
+  if (auto file = FindFile(ino)) length = std::max(length, file->writer.PendingEnd());
+  if (SpaceOf(end) <= SpaceOf(length)) return Status::Ok();
+  ASSIGN_OR_RETURN(FsStats st, meta_->StatFs());
+  if (st.used_space + SpaceOf(end) - SpaceOf(length) > capacity) {
+    return Status(StatusCode::kNoSpace, "capacity quota of the volume reached");
+  }
+  return Status::Ok();
 }
 
 Result<size_t> Vfs::Write(const Context&, InodeId ino, uint64_t handle, uint64_t offset,
@@ -187,6 +225,8 @@ Result<size_t> Vfs::Write(const Context&, InodeId ino, uint64_t handle, uint64_t
     offset = std::max(a.length, h->file->writer.PendingEnd());
   }
   if (offset + data.size() > kMaxFileSize) return Status(StatusCode::kTooBig, "file too large");
+  // Refuse a write that cannot fit before buffering any of it.
+  RETURN_IF_ERROR(CheckCapacity(ino, offset + data.size()));
   RETURN_IF_ERROR(h->file->writer.Write(offset, data));
   return data.size();
 }
@@ -217,17 +257,23 @@ Result<size_t> Vfs::CopyFileRange(const Context&, InodeId in, uint64_t in_handle
   return static_cast<size_t>(copied);
 }
 
-Status Vfs::Flush(const Context&, InodeId ino, uint64_t handle) {
+Status Vfs::Flush(const Context&, InodeId ino, uint64_t handle,
+                  std::optional<uint64_t> lock_owner) {
   auto h = FindHandle(handle);
   if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
-  return h->file->writer.Flush();
+  Status st = h->file->writer.Flush();
+  if (lock_owner && h->file->posix_locked) {
+    Status unlocked = meta_->ReleasePosixLocks(ino, *lock_owner);
+    if (st.ok()) st = unlocked;
+  }
+  return st;
 }
 
 Status Vfs::Fsync(const Context& ctx, InodeId ino, uint64_t handle) {
   return Flush(ctx, ino, handle);
 }
 
-Status Vfs::Release(InodeId ino, uint64_t handle) {
+Status Vfs::Release(InodeId ino, uint64_t handle, std::optional<uint64_t> flock_owner) {
   std::shared_ptr<FileHandle> h;
   bool last = false;
   {
@@ -238,6 +284,10 @@ Status Vfs::Release(InodeId ino, uint64_t handle) {
     handles_.erase(it);
   }
   Status st = h->file->writer.Flush();
+  if (flock_owner) {
+    Status unlocked = meta_->Flock(ino, *flock_owner, F_UNLCK);
+    if (st.ok()) st = unlocked;
+  }
   {
     std::lock_guard lock(mu_);
     if (--h->file->handles == 0) {
@@ -248,6 +298,49 @@ Status Vfs::Release(InodeId ino, uint64_t handle) {
   (void)last;
   Status closed = meta_->OnClose(ino);
   return st.ok() ? closed : st;
+}
+
+namespace {
+// Retries a non-blocking lock call while it would block (when `block`),
+// sleeping 1 ms, doubling up to 100 ms, so a freed lock is taken quickly
+// without hammering the metadata engine.
+Status RetryLock(const std::function<Status()>& attempt, bool block,
+                 const std::function<bool()>& interrupted) {
+  auto delay = std::chrono::milliseconds(1);
+  while (true) {
+    Status st = attempt();
+    if (!block || !st.Is(StatusCode::kWouldBlock)) return st;
+    if (interrupted && interrupted()) return Unavailable("lock wait interrupted");
+    std::this_thread::sleep_for(delay);
+    delay = std::min(delay * 2, std::chrono::milliseconds(100));
+  }
+}
+}  // namespace
+
+Status Vfs::Flock(const Context&, InodeId ino, uint64_t handle, uint64_t owner, int op,
+                  bool block, const std::function<bool()>& interrupted) {
+  auto h = FindHandle(handle);
+  if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
+  const int type = (op & LOCK_UN) ? F_UNLCK : (op & LOCK_EX) ? F_WRLCK : (op & LOCK_SH) ? F_RDLCK : -1;
+  if (type < 0) return Invalid("flock operation must be LOCK_SH, LOCK_EX or LOCK_UN");
+  return RetryLock([&] { return meta_->Flock(ino, owner, type); }, block, interrupted);
+}
+
+Result<PosixLock> Vfs::GetLk(const Context&, InodeId ino, uint64_t handle, uint64_t owner,
+                             const PosixLock& probe) {
+  auto h = FindHandle(handle);
+  if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
+  return meta_->GetLk(ino, owner, probe.type, probe.start, probe.end);
+}
+
+Status Vfs::SetLk(const Context&, InodeId ino, uint64_t handle, uint64_t owner,
+                  const PosixLock& lock, bool block, const std::function<bool()>& interrupted) {
+  auto h = FindHandle(handle);
+  if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
+  if (lock.type != F_UNLCK) h->file->posix_locked = true;  // before the lock exists
+  return RetryLock(
+      [&] { return meta_->SetLk(ino, owner, lock.pid, lock.type, lock.start, lock.end); }, block,
+      interrupted);
 }
 
 Result<uint64_t> Vfs::OpenDir(const Context&, InodeId ino) {
@@ -274,6 +367,7 @@ Result<std::vector<DirListing>> Vfs::ReadDir(const Context&, InodeId ino, uint64
   std::vector<DirListing> out;
   if (offset < kAfterDotDot) {
     ASSIGN_OR_RETURN(Attr self, meta_->GetAttr(ino));
+    if (offset == 0) TouchAtime(ino, self);
     if (offset < kAfterDot) out.push_back({".", ino, S_IFDIR, self, kAfterDot});
     Attr parent_attr;
     if (auto p = meta_->GetAttr(self.parent); p.ok()) parent_attr = *p;

@@ -27,10 +27,18 @@
 
 namespace tessera {
 
+// When reads update the access time, as the mount options of Linux say.
+enum class AtimeMode {
+  kNoAtime,      // never
+  kRelAtime,     // when atime is older than mtime or ctime, or than a day
+  kStrictAtime,  // on every read
+};
+
 struct VfsOptions {
   double attr_timeout_s = 1.0;       // how long the kernel may cache attributes
   double entry_timeout_s = 1.0;      // ... a name -> inode entry
   double dir_entry_timeout_s = 1.0;  // ... entries of directories
+  AtimeMode atime_mode = AtimeMode::kRelAtime;
 };
 
 // One directory entry returned by ReadDir, with the offset to resume after it.
@@ -136,6 +144,10 @@ class Vfs {
   std::shared_ptr<FileHandle> FindHandle(uint64_t handle);
   uint64_t AddHandle(InodeId ino, int flags);
   Status FlushFile(InodeId ino);
+  // Updates the access time after a read or listing, as atime_mode asks.
+  void TouchAtime(InodeId ino, const Attr& attr);
+  // kNoSpace when growing a file to `end` would pass the capacity quota.
+  Status CheckCapacity(InodeId ino, uint64_t end);
 
   Meta* const meta_;
   SliceStore* const slices_;

@@ -164,5 +164,41 @@ TEST_F(VfsTest, StatFsCountsRoundedFileLengths) {
   EXPECT_EQ(st->used_inodes, 1u);
 }
 
+TEST_F(VfsTest, RelatimeUpdatesAtimeOnlyWhenStale) {
+  uint64_t h = 0;
+  auto e = vfs_->Create(ctx_, kRootInode, "a", 0644, O_RDWR, &h);
+  ASSERT_TRUE(vfs_->Write(ctx_, e->inode, h, 0, "data").ok());
+  ASSERT_TRUE(vfs_->Flush(ctx_, e->inode, h).ok());
+  SetAttrRequest old;
+  old.atime_ns = 1000;  // older than mtime: the next read must move it
+  ASSERT_TRUE(vfs_->SetAttr(ctx_, e->inode, old).ok());
+  const int64_t ctime = meta_->GetAttr(e->inode)->ctime_ns;
+  char buf[8];
+  ASSERT_TRUE(vfs_->Read(ctx_, e->inode, h, 0, sizeof(buf), buf).ok());
+  auto first = meta_->GetAttr(e->inode);
+  EXPECT_GT(first->atime_ns, first->mtime_ns);
+  EXPECT_EQ(first->ctime_ns, ctime);
+  // Newer than mtime and ctime and less than a day old: left alone.
+  ASSERT_TRUE(vfs_->Read(ctx_, e->inode, h, 0, sizeof(buf), buf).ok());
+  EXPECT_EQ(meta_->GetAttr(e->inode)->atime_ns, first->atime_ns);
+  ASSERT_TRUE(vfs_->Release(e->inode, h).ok());
+}
+
+TEST_F(VfsTest, NoatimeNeverTouchesAtime) {
+  VfsOptions o;
+  o.atime_mode = AtimeMode::kNoAtime;
+  vfs_ = std::make_unique<Vfs>(meta_.get(), slices_.get(), o);
+  uint64_t h = 0;
+  auto e = vfs_->Create(ctx_, kRootInode, "n", 0644, O_RDWR, &h);
+  ASSERT_TRUE(vfs_->Write(ctx_, e->inode, h, 0, "data").ok());
+  SetAttrRequest old;
+  old.atime_ns = 1000;
+  ASSERT_TRUE(vfs_->SetAttr(ctx_, e->inode, old).ok());
+  char buf[8];
+  ASSERT_TRUE(vfs_->Read(ctx_, e->inode, h, 0, sizeof(buf), buf).ok());
+  EXPECT_EQ(meta_->GetAttr(e->inode)->atime_ns, 1000);
+  ASSERT_TRUE(vfs_->Release(e->inode, h).ok());
+}
+
 }  // namespace
 }  // namespace tessera
