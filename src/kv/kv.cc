@@ -38,15 +38,18 @@ Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& o
                  "' (expected sqlite3://PATH or mem://NAME)");
 }
 
-Status WithTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body,
-                       const TxnRetryPolicy& policy) {
+namespace {
+
+Status RunTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body,
+                      const TxnRetryPolicy& policy, bool exclusive) {
   Status last;
   int attempts = std::max(policy.max_attempts, 1);
   for (int attempt = 1; attempt <= attempts; ++attempt) {
     // The previous attempt's transaction is gone by now, so no snapshot or
     // connection is held while waiting.
     if (attempt > 1) Backoff(attempt - 1, policy);
-    ASSIGN_OR_RETURN(std::unique_ptr<KvTxn> txn, store.Begin());
+    ASSIGN_OR_RETURN(std::unique_ptr<KvTxn> txn,
+                     exclusive ? store.BeginExclusive() : store.Begin());
     Status s = body(*txn);
     if (s.ok()) s = txn->Commit();
     if (!s.Is(StatusCode::kConflict)) return s;
@@ -56,8 +59,19 @@ Status WithTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body
                   std::to_string(attempts) + " attempts (retries exhausted): " + last.message());
 }
 
+}  // namespace
+
+Status WithTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body,
+                       const TxnRetryPolicy& policy) {
+  return RunTransaction(store, body, policy, /*exclusive=*/true);
+}
+
 Status WithTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body) {
-  return WithTransaction(store, body, TxnRetryPolicy{});
+  return RunTransaction(store, body, TxnRetryPolicy{}, /*exclusive=*/true);
+}
+
+Status WithReadTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body) {
+  return RunTransaction(store, body, TxnRetryPolicy{}, /*exclusive=*/false);
 }
 
 }  // namespace tessera

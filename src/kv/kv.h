@@ -69,6 +69,11 @@ class KvStore {
   virtual std::string Url() const = 0;
   // Starts a transaction. Does not block on other transactions.
   virtual Result<std::unique_ptr<KvTxn>> Begin() = 0;
+  // Starts a transaction that this process's other transactions cannot make
+  // conflict, for running a body again after a conflict. It may block while
+  // another exclusive transaction or a commit of this process runs. Engines
+  // without such a mode start an ordinary transaction.
+  virtual Result<std::unique_ptr<KvTxn>> BeginExclusive() { return Begin(); }
 };
 
 struct KvOptions {
@@ -86,8 +91,12 @@ Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& o
 
 // Runs `body` in a transaction and commits it, retrying the whole body with
 // growing, jittered backoff while it (or Commit) returns kConflict, up to 50
-// attempts. Returns the body's first non-conflict error, or the commit's.
+// attempts. Transactions that may write run exclusive (BeginExclusive):
+// engines with one writer at a time (SQLite) then queue this process's
+// writers instead of letting them conflict. Returns the body's first non-conflict error, or the commit's.
 // The body must be safe to run several times (no side effects outside txn).
 Status WithTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body);
+// The same for a body that only reads: it never blocks writers.
+Status WithReadTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body);
 
 }  // namespace tessera

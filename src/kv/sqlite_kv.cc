@@ -229,7 +229,12 @@ class SqliteShared {
 
 class SqliteTxn final : public BufferedKvTxn {
  public:
-  explicit SqliteTxn(std::shared_ptr<SqliteShared> shared) : shared_(std::move(shared)) {}
+  // An exclusive transaction holds this process's commit mutex from start to
+  // end and takes SQLite's write lock at its first read, so no writer of
+  // this process can make it conflict: retries after a conflict use it.
+  SqliteTxn(std::shared_ptr<SqliteShared> shared, bool exclusive) : shared_(std::move(shared)) {
+    if (exclusive) exclusive_lock_ = std::unique_lock(shared_->commit_mu());
+  }
   ~SqliteTxn() override { End(); }
 
  protected:
@@ -280,7 +285,8 @@ class SqliteTxn final : public BufferedKvTxn {
       End();  // a read-only transaction just drops its snapshot
       return Status::Ok();
     }
-    std::lock_guard lock(shared_->commit_mu());
+    std::unique_lock<std::mutex> lock;
+    if (!exclusive_lock_.owns_lock()) lock = std::unique_lock(shared_->commit_mu());
     if (!conn_) {
       // Blind writes: nothing was read, so there is nothing to conflict
       // with; take the write lock up front (waiting up to the busy timeout).
@@ -308,7 +314,7 @@ class SqliteTxn final : public BufferedKvTxn {
     Result<std::unique_ptr<Connection>> conn = shared_->Acquire();
     if (!conn.ok()) return Fail(conn.status());
     conn_ = std::move(conn).value();
-    int rc = Step(kBegin);
+    int rc = Step(exclusive_lock_.owns_lock() ? kBeginImmediate : kBegin);
     if (rc != SQLITE_DONE) return Fail(ReadError(rc, "starting a transaction"));
     return Status::Ok();
   }
@@ -370,6 +376,7 @@ class SqliteTxn final : public BufferedKvTxn {
   std::shared_ptr<SqliteShared> shared_;
   std::unique_ptr<Connection> conn_;  // set from the first read (or commit) on
   Status failed_;
+  std::unique_lock<std::mutex> exclusive_lock_;  // held for the whole transaction if exclusive
 };
 
 class SqliteKvStore final : public KvStore {
@@ -379,7 +386,10 @@ class SqliteKvStore final : public KvStore {
   std::string Url() const override { return shared_->url(); }
 
   Result<std::unique_ptr<KvTxn>> Begin() override {
-    return std::unique_ptr<KvTxn>(std::make_unique<SqliteTxn>(shared_));
+    return std::unique_ptr<KvTxn>(std::make_unique<SqliteTxn>(shared_, false));
+  }
+  Result<std::unique_ptr<KvTxn>> BeginExclusive() override {
+    return std::unique_ptr<KvTxn>(std::make_unique<SqliteTxn>(shared_, true));
   }
 
  private:

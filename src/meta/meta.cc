@@ -89,7 +89,7 @@ Status Meta::Format(KvStore& kv, const VolumeSettings& settings, bool* created) 
 
 Result<VolumeSettings> Meta::LoadSettings(KvStore& kv) {
   std::optional<std::string> value;
-  RETURN_IF_ERROR(WithTransaction(kv, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithReadTransaction(kv, [&](KvTxn& txn) -> Status {
     ASSIGN_OR_RETURN(value, txn.Get(keys::Settings()));
     return Status::Ok();
   }));
@@ -164,7 +164,7 @@ Status Meta::EndSession() {
 
 Result<std::vector<SessionRecord>> Meta::ListSessions(KvStore& kv) {
   std::vector<SessionRecord> out;
-  RETURN_IF_ERROR(WithTransaction(kv, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithReadTransaction(kv, [&](KvTxn& txn) -> Status {
     out.clear();
     ASSIGN_OR_RETURN(ScanResult page, txn.Scan(keys::SessionsBegin(), keys::SessionsEnd(), 0));
     for (const auto& item : page.items) {
@@ -219,7 +219,7 @@ Result<SliceId> Meta::NewSlice() {
 Result<EntryInfo> Meta::Lookup(const Context&, InodeId parent, std::string_view name) {
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
   EntryInfo out;
-  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
     ASSIGN_OR_RETURN(auto entry, txn.Get(keys::Entry(parent, name)));
     if (!entry) {
       Attr dir;
@@ -236,7 +236,7 @@ Result<EntryInfo> Meta::Lookup(const Context&, InodeId parent, std::string_view 
 
 Result<Attr> Meta::GetAttr(InodeId ino) {
   Attr out;
-  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) { return LoadAttr(txn, ino, &out); }));
+  RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) { return LoadAttr(txn, ino, &out); }));
   return out;
 }
 
@@ -454,7 +454,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
 
 Result<DirPage> Meta::ReadDir(InodeId dir, uint64_t after_cookie, size_t limit, bool plus) {
   DirPage out;
-  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
     out = DirPage();
     Attr a;
     RETURN_IF_ERROR(LoadAttr(txn, dir, &a));
@@ -490,7 +490,7 @@ Result<DirPage> Meta::ReadDir(InodeId dir, uint64_t after_cookie, size_t limit, 
 
 Result<FsStats> Meta::StatFs() {
   FsStats out;
-  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
     ASSIGN_OR_RETURN(int64_t space, GetCounter(txn, keys::kUsedSpace));
     ASSIGN_OR_RETURN(int64_t inodes, GetCounter(txn, keys::kUsedInodes));
     out.used_space = static_cast<uint64_t>(std::max<int64_t>(space, 0));

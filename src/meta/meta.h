@@ -192,7 +192,8 @@ class Meta {
   // owner's ranges replace, split and merge as POSIX specifies.
   Status SetLk(InodeId ino, uint64_t owner, uint32_t pid, int type, uint64_t start,
                uint64_t end);
-  // The first lock of another owner that conflicts with `type` on the range.
+  // The lock of another owner that conflicts with `type` on the range (the
+  // lowest-starting one), or type F_UNLCK when none does.
   Result<PosixLock> GetLk(InodeId ino, uint64_t owner, int type, uint64_t start, uint64_t end);
   // Drops every POSIX lock of `owner` on the inode (close of any of its fds).
   Status ReleasePosixLocks(InodeId ino, uint64_t owner);

@@ -79,7 +79,7 @@ Status AppendHoles(KvTxn& txn, InodeId ino, uint64_t off, uint64_t len) {
 
 Result<std::vector<SliceRecord>> Meta::ReadChunk(InodeId ino, uint32_t chunk_index) {
   std::vector<SliceRecord> out;
-  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
     ASSIGN_OR_RETURN(auto value, txn.Get(keys::Chunk(ino, chunk_index)));
     if (!value) {
       out.clear();

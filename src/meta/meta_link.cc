@@ -23,7 +23,7 @@ Result<EntryInfo> Meta::Symlink(const Context& ctx, InodeId parent, std::string_
 
 Result<std::string> Meta::ReadLink(InodeId ino) {
   std::string out;
-  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
     ASSIGN_OR_RETURN(auto target, txn.Get(keys::Symlink(ino)));
     if (!target) {
       Attr a;

@@ -254,9 +254,9 @@ Result<PosixLock> Meta::GetLk(InodeId ino, uint64_t owner, int type, uint64_t st
     RETURN_IF_ERROR(LoadRecords(txn, keys::PosixLocks(ino), DecodeRanges, &locks));
     for (const auto& r : locks) {
       if (r.sid == sid.value() && r.owner == owner) continue;
-      if (r.start <= end && start <= r.end && Incompatible(r.type, type)) {
+      if (r.start <= end && start <= r.end && Incompatible(r.type, type) &&
+          (out.type == F_UNLCK || r.start < out.start)) {
         out = PosixLock{r.type, r.start, r.end, r.pid};
-        break;
       }
     }
     return Status::Ok();
