@@ -10,75 +10,12 @@
 
 #include "meta/keys.h"
 #include "meta/meta.h"
+#include "meta/meta_test_util.h"
 
 namespace tessera {
 namespace {
 
-// Runs every test against the memory engine and a real SQLite file.
-class MetaTest : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    std::string url = GetParam();
-    if (url == "sqlite") {
-      dir_ = std::filesystem::temp_directory_path() /
-             ("tessera-meta-" + std::to_string(getpid()) + "-" +
-              ::testing::UnitTest::GetInstance()->current_test_info()->name());
-      std::filesystem::remove_all(dir_);
-      std::filesystem::create_directories(dir_);
-      url = "sqlite3://" + (dir_ / "meta.db").string();
-    }
-    auto kv = OpenKv(url, KvOptions{.create_if_missing = true});
-    ASSERT_TRUE(kv.ok()) << kv.status().ToString();
-    VolumeSettings s;
-    s.name = "test-vol";
-    s.uuid = NewUuid();
-    s.bucket = "/tmp/unused";
-    s.capacity = capacity_;
-    bool created = false;
-    ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
-    ASSERT_TRUE(created);
-    auto meta = Meta::Open(std::move(*kv));
-    ASSERT_TRUE(meta.ok());
-    meta_ = std::move(*meta);
-    meta_->SetSliceDeleter([this](const std::vector<SliceRef>& s) {
-      freed_.insert(freed_.end(), s.begin(), s.end());
-    });
-  }
-  void TearDown() override {
-    meta_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-
-  InodeId MakeFile(InodeId parent, const std::string& name) {
-    auto e = meta_->Mknod(ctx_, parent, name, S_IFREG | 0644, 0);
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    return e.ok() ? e->inode : InodeId();
-  }
-  InodeId MakeDir(InodeId parent, const std::string& name) {
-    auto e = meta_->Mkdir(ctx_, parent, name, 0755);
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    return e.ok() ? e->inode : InodeId();
-  }
-  std::vector<std::string> List(InodeId dir) {
-    std::vector<std::string> names;
-    uint64_t after = 0;
-    while (true) {
-      auto page = meta_->ReadDir(dir, after, 3, true);
-      EXPECT_TRUE(page.ok());
-      for (auto& item : page->items) names.push_back(item.name);
-      if (!page->more) break;
-      after = page->items.back().cookie;
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
-  Context ctx_{1000, 1000, 1};
-  uint64_t capacity_ = 0;
-  std::filesystem::path dir_;
-  std::unique_ptr<Meta> meta_;
-  std::vector<SliceRef> freed_;
-};
+using MetaTest = MetaFixture;
 
 TEST_P(MetaTest, FormatTwiceKeepsLayoutAndRefusesChanges) {
   VolumeSettings same = meta_->settings();

@@ -15,14 +15,22 @@
 
 namespace tessera {
 
+// The running test's name, usable in a file name ("Suite/Name/1" has slashes).
+inline std::string SafeTestName() {
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  for (char& c : name) {
+    if (c == '/') c = '-';
+  }
+  return name;
+}
+
 class MetaFixture : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     std::string url = GetParam();
     if (url == "sqlite") {
       dir_ = std::filesystem::temp_directory_path() /
-             ("tessera-meta-" + std::to_string(getpid()) + "-" +
-              ::testing::UnitTest::GetInstance()->current_test_info()->name());
+             ("tessera-meta-" + std::to_string(getpid()) + "-" + SafeTestName());
       std::filesystem::remove_all(dir_);
       std::filesystem::create_directories(dir_);
       url = "sqlite3://" + (dir_ / "meta.db").string();

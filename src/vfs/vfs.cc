@@ -45,6 +45,9 @@ struct Vfs::OpenFile {
   OpenFile(InodeId ino, ChunkMeta* chunks, SliceStore* slices) : writer(ino, chunks, slices) {}
   FileWriter writer;
   int handles = 0;  // guarded by Vfs::mu_
+  // The kernel asks for security.capability before every write(2) to decide
+  // whether to clear it; once known to be absent, it is answered from here.
+  std::atomic<bool> no_capability{false};
   // Set once a POSIX lock was taken here: only then does a close cost a
   // metadata call to drop the closing process's locks.
   std::atomic<bool> posix_locked{false};
@@ -409,13 +412,22 @@ Status Vfs::ReleaseDir(uint64_t handle) {
 
 Result<FsStats> Vfs::StatFs(const Context&) { return meta_->StatFs(); }
 
+namespace {
+constexpr std::string_view kCapabilityXattr = "security.capability";
+}  // namespace
+
 Status Vfs::SetXattr(const Context& ctx, InodeId ino, std::string_view name,
                      std::string_view value, int flags) {
+  if (auto file = FindFile(ino)) file->no_capability = false;
   return meta_->SetXattr(ctx, ino, name, value, flags);
 }
 
 Result<std::string> Vfs::GetXattr(const Context&, InodeId ino, std::string_view name) {
-  return meta_->GetXattr(ino, name);
+  auto file = name == kCapabilityXattr ? FindFile(ino) : nullptr;
+  if (file && file->no_capability) return Status(StatusCode::kNoData, "no such attribute");
+  auto value = meta_->GetXattr(ino, name);
+  if (file && !value.ok() && value.status().Is(StatusCode::kNoData)) file->no_capability = true;
+  return value;
 }
 
 Result<std::vector<std::string>> Vfs::ListXattr(const Context&, InodeId ino) {

@@ -314,3 +314,195 @@ class Harness:
             print(f"cleanup: NOT removing {self.tmp}: " + "; ".join(problems))
             raise RuntimeError("; ".join(problems))
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---- POSIX helpers shared by the file system tests ----------------------------
+#
+# Everything below is opt-in: nothing above calls it.
+
+import ctypes  # noqa: E402
+import errno as _errno  # noqa: E402
+import json as _json  # noqa: E402
+import threading as _threading  # noqa: E402
+
+_libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_INSERT_RANGE = 0x20
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+AT_SYMLINK_NOFOLLOW = 0x100
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _raise_errno(what, path=None):
+    e = ctypes.get_errno()
+    raise OSError(e, os.strerror(e), path) if path is not None else OSError(e, os.strerror(e))
+
+
+def renameat2(old, new, flags: int):
+    """renameat2(2) relative to the current directory; raises OSError."""
+    f = _libc.renameat2
+    f.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    f.restype = ctypes.c_int
+    if f(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags) != 0:
+        _raise_errno("renameat2", old)
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int):
+    """fallocate(2) with any mode; raises OSError."""
+    f = _libc.fallocate
+    f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    f.restype = ctypes.c_int
+    if f(fd, mode, offset, length) != 0:
+        _raise_errno("fallocate")
+
+
+def utimensat(path, atime: tuple[int, int], mtime: tuple[int, int], flags: int = 0):
+    """utimensat(2) with (sec, nsec) pairs, so UTIME_NOW / UTIME_OMIT can be passed."""
+    f = _libc.utimensat
+    f.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec), ctypes.c_int]
+    f.restype = ctypes.c_int
+    times = (_Timespec * 2)(_Timespec(*atime), _Timespec(*mtime))
+    if f(AT_FDCWD, os.fsencode(path), times, flags) != 0:
+        _raise_errno("utimensat", path)
+
+
+def errno_of(fn, *args, **kwargs) -> int:
+    """0 when fn(*args) succeeds, else the errno of the OSError it raised."""
+    try:
+        fn(*args, **kwargs)
+    except OSError as e:
+        return e.errno or -1
+    return 0
+
+
+def errno_name(n) -> str:
+    if n is None:
+        return "None"
+    if isinstance(n, (tuple, list, set, frozenset)):
+        return "/".join(errno_name(x) for x in n)
+    return "success" if n == 0 else _errno.errorcode.get(n, str(n))
+
+
+def tree_bytes(root: str) -> tuple[int, set[str]]:
+    """(total size, set of relative paths) of the regular files under root."""
+    total, keys = 0, set()
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            p = os.path.join(dirpath, name)
+            try:
+                total += os.lstat(p).st_size
+            except FileNotFoundError:  # deleted under us by a background job
+                continue
+            keys.add(os.path.relpath(p, root))
+    return total, keys
+
+
+# A tiny interpreter run as another user: a list of [op, args...] in, one
+# ["ok", value] or ["err", errno] per op out, as JSON on the last stdout line.
+_AS_USER_CHILD = r'''
+import json, os, sys
+out = []
+for op in json.loads(sys.argv[1]):
+    name, a = op[0], op[1:]
+    try:
+        r = None
+        if name == "umask": os.umask(a[0])
+        elif name == "read":
+            with open(a[0], "rb") as f: r = f.read().hex()
+        elif name == "write":        # path, hex bytes, offset or None for the end
+            fd = os.open(a[0], os.O_WRONLY)
+            try:
+                if a[2] is None: os.lseek(fd, 0, os.SEEK_END); os.write(fd, bytes.fromhex(a[1]))
+                else: os.pwrite(fd, bytes.fromhex(a[1]), a[2])
+            finally: os.close(fd)
+        elif name == "create":
+            os.close(os.open(a[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, a[1]))
+        elif name == "truncate": os.truncate(a[0], a[1])
+        elif name == "mkdir": os.mkdir(a[0], a[1])
+        elif name == "rmdir": os.rmdir(a[0])
+        elif name == "unlink": os.unlink(a[0])
+        elif name == "rename": os.rename(a[0], a[1])
+        elif name == "chmod": os.chmod(a[0], a[1])
+        elif name == "chown": os.chown(a[0], a[1], a[2])
+        elif name == "utime":
+            if a[1] is None: os.utime(a[0])
+            else: os.utime(a[0], ns=tuple(a[1]))
+        elif name == "access": r = os.access(a[0], a[1])
+        elif name == "listdir": r = sorted(os.listdir(a[0]))
+        elif name == "stat":
+            st = os.lstat(a[0]); r = [st.st_mode, st.st_uid, st.st_gid, st.st_size]
+        else: raise ValueError("unknown op " + name)
+        out.append(["ok", r])
+    except OSError as e:
+        out.append(["err", e.errno])
+print(json.dumps(out))
+'''
+
+
+def _usable_by_others(path: str) -> bool:
+    """Whether a user with no special rights can execute `path`."""
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        d = os.path.dirname(path)
+        while True:
+            if not os.stat(d).st_mode & 0o001:
+                return False
+            if d == "/":
+                return True
+            d = os.path.dirname(d)
+    except OSError:
+        return False
+
+
+def python_for_other_users() -> str:
+    """A Python 3 interpreter that other users can run (sys.executable may live
+    under /root)."""
+    for c in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
+        if c and _usable_by_others(c):
+            return c
+    raise RuntimeError("no python3 interpreter is executable by other users")
+
+
+def run_as_user(uid: int, gid: int, ops: list, timeout: float = 20.0) -> list:
+    """Runs ops (see _AS_USER_CHILD) in a child process with that uid/gid and no
+    supplementary groups; returns one [\"ok\", value] or [\"err\", errno] per op.
+    Raises RuntimeError if the child does not answer."""
+    p = subprocess.run([python_for_other_users(), "-S", "-c", _AS_USER_CHILD, _json.dumps(ops)],
+                       user=uid, group=gid, extra_groups=[], cwd="/", stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout)
+    lines = p.stdout.strip().splitlines()
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"child as uid {uid} failed: rc={p.returncode} stderr={p.stderr!r}")
+    return _json.loads(lines[-1])
+
+
+def start_watchdog(h: "Harness", seconds: float):
+    """If the test is still running after `seconds`, kill the mount daemons it
+    started (which fails every FUSE request stuck in the kernel, so the main
+    thread cannot stay blocked), then SIGTERM this process so that the
+    harness cleans up and prints its summary."""
+    def fire():
+        print(f"FAIL - {h.name}: still running after {seconds:.0f}s; killing the mount daemons")
+        for pid in sorted(h.daemons):
+            if pid_alive(pid) and pid_is_tessera(pid, h.binary):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        os.kill(os.getpid(), signal.SIGTERM)
+    t = _threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+    return t
