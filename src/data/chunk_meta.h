@@ -19,9 +19,11 @@ class ChunkMeta {
   virtual Result<SliceId> NewSlice() = 0;
   // The slice records of one chunk of a file, oldest first (empty if none).
   virtual Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk) = 0;
-  // Appends a slice to a chunk and extends the file to cover it.
-  // kNoSpace when a quota forbids it; the slice's blocks are then garbage.
-  virtual Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& slice) = 0;
+  // Appends a slice to a chunk, extends the file to cover it and sets its
+  // mtime and ctime to `mtime_ns` (when the data was written). kNoSpace when
+  // a quota forbids it; nothing is changed then.
+  virtual Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& slice,
+                             int64_t mtime_ns) = 0;
 };
 
 }  // namespace tessera

@@ -20,7 +20,8 @@ class MemoryChunks : public ChunkMeta {
   Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk) override {
     return chunks_[{ino.value(), chunk}];
   }
-  Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& s) override {
+  Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& s, int64_t) override {
+    if (fail_commits_) return Status(StatusCode::kNoSpace, "full");
     chunks_[{ino.value(), chunk}].push_back(s);
     length_ = std::max<uint64_t>(length_, uint64_t{chunk} * kChunkSize + s.pos + s.len);
     commits_++;
@@ -28,6 +29,7 @@ class MemoryChunks : public ChunkMeta {
   }
   uint64_t length_ = 0;
   int commits_ = 0;
+  bool fail_commits_ = false;
   std::map<std::pair<uint64_t, uint32_t>, std::vector<SliceRecord>> chunks_;
 
  private:
@@ -218,6 +220,25 @@ TEST_F(DataTest, DeleteRemovesEveryBlock) {
   ASSERT_TRUE(slices_->Delete({SliceId(1), 150 * 1024}).ok());
   auto after = objects_->List("vol/", "", 0);
   EXPECT_TRUE(after->objects.empty());
+}
+
+TEST_F(DataTest, FailedCommitDeletesTheBlocksItUploaded) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  ASSERT_TRUE(w.Write(0, std::string(200 * 1024, 'a')).ok());
+  ASSERT_TRUE(w.Write(500 * 1024, std::string(10, 'b')).ok());
+  chunks_.fail_commits_ = true;
+  EXPECT_EQ(w.Flush().code(), StatusCode::kNoSpace);
+  EXPECT_FALSE(w.dirty());
+  EXPECT_TRUE(objects_->List("vol/", "", 0)->objects.empty());
+}
+
+TEST_F(DataTest, PendingMtimeFollowsWrites) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  EXPECT_EQ(w.PendingMtime(), 0);
+  ASSERT_TRUE(w.Write(0, "x").ok());
+  EXPECT_GT(w.PendingMtime(), 0);
+  ASSERT_TRUE(w.Flush().ok());
+  EXPECT_EQ(w.PendingMtime(), 0);
 }
 
 }  // namespace

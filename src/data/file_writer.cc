@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/units.h"
+
 namespace tessera {
 namespace {
 // Flush once this many slices are pending: bounds memory and the length of
@@ -38,9 +40,10 @@ Status FileWriter::WriteInChunk(uint32_t chunk, uint32_t pos, std::string_view d
   }
   if (target == nullptr) {
     if (pending_.size() >= kMaxPendingSlices) RETURN_IF_ERROR(FlushLocked());
-    pending_.push_back(PendingSlice{chunk, pos, 0, SliceId(), 0, {}});
+    pending_.push_back(PendingSlice{chunk, pos, 0, SliceId(), 0, 0, {}});
     target = &pending_.back();
   }
+  target->mtime_ns = NowNanos();
   target->tail.append(data);
   target->len += static_cast<uint32_t>(data.size());
   return UploadFullBlocks(target);
@@ -70,6 +73,7 @@ Status FileWriter::Flush() {
 
 Status FileWriter::FlushLocked() {
   Status result;
+  size_t committed = 0;
   for (PendingSlice& s : pending_) {
     if (!result.ok()) break;
     if (s.id.value() == 0) {
@@ -84,7 +88,15 @@ Status FileWriter::FlushLocked() {
       result = store_->PutBlock(s.id, s.uploaded_blocks, s.tail);
       if (!result.ok()) break;
     }
-    result = index_->CommitSlice(ino_, s.chunk, SliceRecord{s.pos, s.id, s.len, 0, s.len});
+    result = index_->CommitSlice(ino_, s.chunk, SliceRecord{s.pos, s.id, s.len, 0, s.len},
+                                 s.mtime_ns);
+    if (result.ok()) committed++;
+  }
+  // Slices that were not committed are dropped: their blocks go too, so a
+  // refused write (a full volume) leaves nothing behind in the store.
+  for (size_t i = committed; i < pending_.size(); ++i) {
+    const PendingSlice& s = pending_[i];
+    if (s.id.value() != 0) (void)store_->Delete({s.id, s.len});
   }
   pending_.clear();
   return result;
@@ -93,6 +105,13 @@ Status FileWriter::FlushLocked() {
 bool FileWriter::dirty() {
   std::lock_guard lock(mu_);
   return !pending_.empty();
+}
+
+int64_t FileWriter::PendingMtime() {
+  std::lock_guard lock(mu_);
+  int64_t t = 0;
+  for (const auto& s : pending_) t = std::max(t, s.mtime_ns);
+  return t;
 }
 
 uint64_t FileWriter::PendingEnd() {

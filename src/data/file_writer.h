@@ -38,6 +38,9 @@ class FileWriter {
   // The end of the furthest byte buffered but not yet committed (0 if none),
   // so that stat shows a writer's own writes at once.
   uint64_t PendingEnd();
+  // When the newest pending data was written (0 if none): stat shows it as
+  // mtime before the data is committed.
+  int64_t PendingMtime();
 
  private:
   struct PendingSlice {
@@ -46,6 +49,7 @@ class FileWriter {
     uint32_t len = 0;  // bytes written so far
     SliceId id;        // allocated at the first upload
     uint64_t uploaded_blocks = 0;
+    int64_t mtime_ns = 0;  // when data was last written into it
     std::string tail;  // bytes after the uploaded blocks
   };
 

@@ -6,10 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "common/units.h"
@@ -245,6 +249,47 @@ void ReplyLockStatus(fuse_req_t req, const Status& st) {
   fuse_reply_err(req, !st.ok() && fuse_req_interrupted(req) ? EINTR : ToErrno(st));
 }
 
+// A request that must wait for a lock waits on a thread of its own, not on
+// one of the few FUSE workers: the request that frees the lock (and the
+// kernel's INTERRUPT) may need a worker. ServeFuse stops them before the
+// session goes. One mount per process, so one set of waiters.
+struct LockWaiters {
+  static constexpr int kMaxThreads = 1024;  // past this, wait on the worker
+  std::mutex mu;
+  std::condition_variable idle;
+  int active = 0;  // guarded by mu
+  std::atomic<bool> stopping{false};
+};
+LockWaiters g_lock_waiters;
+
+using LockCall = std::function<Status(bool block, const std::function<bool()>& interrupted)>;
+
+void LockAndReply(fuse_req_t req, bool block, LockCall call) {
+  Status st = call(false, {});
+  if (!block || !st.Is(StatusCode::kWouldBlock)) return ReplyLockStatus(req, st);
+  auto interrupted = [req] {
+    return g_lock_waiters.stopping || fuse_req_interrupted(req) != 0;
+  };
+  {
+    std::lock_guard lock(g_lock_waiters.mu);
+    if (g_lock_waiters.active >= LockWaiters::kMaxThreads) {
+      return ReplyLockStatus(req, call(true, interrupted));
+    }
+    g_lock_waiters.active++;
+  }
+  std::thread([req, call = std::move(call), interrupted] {
+    ReplyLockStatus(req, call(true, interrupted));
+    std::lock_guard lock(g_lock_waiters.mu);
+    if (--g_lock_waiters.active == 0) g_lock_waiters.idle.notify_all();
+  }).detach();
+}
+
+void StopLockWaiters() {
+  g_lock_waiters.stopping = true;
+  std::unique_lock lock(g_lock_waiters.mu);
+  g_lock_waiters.idle.wait(lock, [] { return g_lock_waiters.active == 0; });
+}
+
 void OnGetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
   auto r = VfsOf(req)->GetLk(ContextOf(req), Ino(ino), fi->fh, fi->lock_owner, ToLock(lock));
   if (!r.ok()) return ReplyError(req, r.status());
@@ -254,22 +299,27 @@ void OnGetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* l
   out.l_whence = SEEK_SET;
   if (r->type != F_UNLCK) {
     out.l_start = static_cast<off_t>(r->start);
-    out.l_len = r->end >= static_cast<uint64_t>(INT64_MAX) ? 0 : static_cast<off_t>(r->end - r->start + 1);
+    const bool to_eof = r->end >= static_cast<uint64_t>(INT64_MAX);
+    out.l_len = to_eof ? 0 : static_cast<off_t>(r->end - r->start + 1);
     out.l_pid = static_cast<pid_t>(r->pid);
   }
   fuse_reply_lock(req, &out);
 }
 
 void OnSetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep) {
-  ReplyLockStatus(req, VfsOf(req)->SetLk(ContextOf(req), Ino(ino), fi->fh, fi->lock_owner,
-                                         ToLock(lock), sleep != 0,
-                                         [req] { return fuse_req_interrupted(req) != 0; }));
+  LockAndReply(req, sleep != 0,
+               [vfs = VfsOf(req), ctx = ContextOf(req), ino = Ino(ino), fh = fi->fh,
+                owner = fi->lock_owner, l = ToLock(lock)](bool block, const auto& interrupted) {
+                 return vfs->SetLk(ctx, ino, fh, owner, l, block, interrupted);
+               });
 }
 
 void OnFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
-  ReplyLockStatus(req, VfsOf(req)->Flock(ContextOf(req), Ino(ino), fi->fh, fi->lock_owner,
-                                         op & ~LOCK_NB, (op & LOCK_NB) == 0,
-                                         [req] { return fuse_req_interrupted(req) != 0; }));
+  LockAndReply(req, (op & LOCK_NB) == 0,
+               [vfs = VfsOf(req), ctx = ContextOf(req), ino = Ino(ino), fh = fi->fh,
+                owner = fi->lock_owner, op = op & ~LOCK_NB](bool block, const auto& interrupted) {
+                 return vfs->Flock(ctx, ino, fh, owner, op, block, interrupted);
+               });
 }
 
 void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -465,6 +515,7 @@ Status ServeFuse(Vfs* vfs, const FuseOptions& options, const std::function<void(
   fuse_loop_cfg_set_clone_fd(cfg, 1);
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
+  StopLockWaiters();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

@@ -117,8 +117,9 @@ bool HasSession(const std::vector<T>& v, uint64_t sid) {
 
 // Keeps SL<sid><ino> present exactly while the session holds a lock of
 // either kind on the inode. `holds_here` answers for the list just changed;
-// `other_key` is the other kind's key.
-Status SyncSessionIndex(KvTxn& txn, SessionId sid, InodeId ino, bool holds_here, bool other_is_flock) {
+// the other kind's list (flocks when `other_is_flock`) is read only if needed.
+Status SyncSessionIndex(KvTxn& txn, SessionId sid, InodeId ino, bool holds_here,
+                        bool other_is_flock) {
   bool holds = holds_here;
   if (!holds) {
     if (other_is_flock) {

@@ -22,8 +22,9 @@ class MetaChunks : public ChunkMeta {
   Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk) override {
     return meta_->ReadChunk(ino, chunk);
   }
-  Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& slice) override {
-    auto attr = meta_->WriteSlice(ino, chunk, slice, NowNanos());
+  Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& slice,
+                     int64_t mtime_ns) override {
+    auto attr = meta_->WriteSlice(ino, chunk, slice, mtime_ns);
     return attr.ok() ? Status::Ok() : attr.status();
   }
 
@@ -111,21 +112,31 @@ Status Vfs::FlushFile(InodeId ino) {
   return file ? file->writer.Flush() : Status::Ok();
 }
 
+void Vfs::AddPendingWrites(InodeId ino, Attr* a) {
+  auto file = FindFile(ino);
+  if (!file) return;
+  a->length = std::max(a->length, file->writer.PendingEnd());
+  const int64_t written = file->writer.PendingMtime();
+  a->mtime_ns = std::max(a->mtime_ns, written);
+  a->ctime_ns = std::max(a->ctime_ns, written);
+}
+
 Result<EntryInfo> Vfs::Lookup(const Context& ctx, InodeId parent, std::string_view name) {
   ASSIGN_OR_RETURN(EntryInfo e, meta_->Lookup(ctx, parent, name));
-  if (auto file = FindFile(e.inode)) e.attr.length = std::max(e.attr.length, file->writer.PendingEnd());
+  AddPendingWrites(e.inode, &e.attr);
   return e;
 }
 
 Result<Attr> Vfs::GetAttr(const Context&, InodeId ino) {
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
-  if (auto file = FindFile(ino)) a.length = std::max(a.length, file->writer.PendingEnd());
+  AddPendingWrites(ino, &a);
   return a;
 }
 
 Result<Attr> Vfs::SetAttr(const Context& ctx, InodeId ino, const SetAttrRequest& req) {
-  // Buffered writes must land before the length changes under them.
-  if (req.size) RETURN_IF_ERROR(FlushFile(ino));
+  // Buffered writes must land before the length changes under them, and
+  // before an explicit mtime (cp -p) that their commit would overwrite.
+  if (req.size || req.mtime_ns) RETURN_IF_ERROR(FlushFile(ino));
   return meta_->SetAttr(ctx, ino, req);
 }
 
@@ -171,9 +182,16 @@ Result<EntryInfo> Vfs::Create(const Context& ctx, InodeId parent, std::string_vi
   return e;
 }
 
-Result<uint64_t> Vfs::Open(const Context&, InodeId ino, int flags) {
+Result<uint64_t> Vfs::Open(const Context& ctx, InodeId ino, int flags) {
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
   if (a.IsDir()) return Status(StatusCode::kIsDir, "is a directory");
+  // The kernel passes O_TRUNC here instead of a separate truncate.
+  if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && a.IsFile()) {
+    SetAttrRequest req;
+    req.size = 0;
+    ASSIGN_OR_RETURN(Attr truncated, SetAttr(ctx, ino, req));
+    (void)truncated;
+  }
   return AddHandle(ino, flags);
 }
 
@@ -208,11 +226,12 @@ Status Vfs::CheckCapacity(InodeId ino, uint64_t end) {
   const uint64_t capacity = meta_->settings().capacity;
   if (capacity == 0) return Status::Ok();
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
-  uint64_t length = a.length;
-  if (auto file = FindFile(ino)) length = std::max(length, file->writer.PendingEnd());
-  if (SpaceOf(end) <= SpaceOf(length)) return Status::Ok();
+  uint64_t pending = a.length;
+  if (auto file = FindFile(ino)) pending = std::max(pending, file->writer.PendingEnd());
+  if (SpaceOf(end) <= SpaceOf(pending)) return Status::Ok();
+  // Used space counts committed lengths: add all this file's growth.
   ASSIGN_OR_RETURN(FsStats st, meta_->StatFs());
-  if (st.used_space + SpaceOf(end) - SpaceOf(length) > capacity) {
+  if (st.used_space + SpaceOf(end) - SpaceOf(a.length) > capacity) {
     return Status(StatusCode::kNoSpace, "capacity quota of the volume reached");
   }
   return Status::Ok();
@@ -324,7 +343,10 @@ Status Vfs::Flock(const Context&, InodeId ino, uint64_t handle, uint64_t owner, 
                   bool block, const std::function<bool()>& interrupted) {
   auto h = FindHandle(handle);
   if (!h || h->ino != ino) return Status(StatusCode::kBadHandle, "unknown file handle");
-  const int type = (op & LOCK_UN) ? F_UNLCK : (op & LOCK_EX) ? F_WRLCK : (op & LOCK_SH) ? F_RDLCK : -1;
+  const int type = (op & LOCK_UN)   ? F_UNLCK
+                   : (op & LOCK_EX) ? F_WRLCK
+                   : (op & LOCK_SH) ? F_RDLCK
+                                    : -1;
   if (type < 0) return Invalid("flock operation must be LOCK_SH, LOCK_EX or LOCK_UN");
   return RetryLock([&] { return meta_->Flock(ino, owner, type); }, block, interrupted);
 }

@@ -144,6 +144,8 @@ class Vfs {
   std::shared_ptr<FileHandle> FindHandle(uint64_t handle);
   uint64_t AddHandle(InodeId ino, int flags);
   Status FlushFile(InodeId ino);
+  // Shows this client's uncommitted writes in attributes: length and mtime.
+  void AddPendingWrites(InodeId ino, Attr* attr);
   // Updates the access time after a read or listing, as atime_mode asks.
   void TouchAtime(InodeId ino, const Attr& attr);
   // kNoSpace when growing a file to `end` would pass the capacity quota.

@@ -17,7 +17,9 @@ either mount and check:
    and pid, a blocking F_SETLKW waits for the holder;
 4. release: a lock goes when its holder is killed (flock and fcntl), and
    (POSIX semantics) when the holder closes any other fd of the same file;
-5. both mounts unmount cleanly and leave no lock records behind.
+5. a third mount C with only 2 FUSE threads: 4 blocked waiters do not
+   starve the holder's unlock, and each waiter gets the lock in turn;
+6. the mounts unmount cleanly and leave no lock records behind.
 Every wait is bounded, so a broken lock fails the test instead of hanging it.
 """
 
@@ -362,7 +364,7 @@ class Locks:
             h.check(r.returncode == 0 and mounted_fstype(mp) is None, f"umount {label}",
                     r.describe() + "\nlog:\n" + h.log_tail())
         left = self.lock_records()
-        h.check(left == 0, "no lock records are left in the metadata after both unmounts",
+        h.check(left == 0, "no lock records are left in the metadata after the unmounts",
                 f"{left} lock keys remain")
 
 

@@ -488,21 +488,26 @@ def run_as_user(uid: int, gid: int, ops: list, timeout: float = 20.0) -> list:
     return _json.loads(lines[-1])
 
 
-def start_watchdog(h: "Harness", seconds: float):
-    """If the test is still running after `seconds`, kill the mount daemons it
-    started (which fails every FUSE request stuck in the kernel, so the main
-    thread cannot stay blocked), then SIGTERM this process so that the
+def start_watchdog(h: "Harness", seconds: float, grace: float = 20.0):
+    """If the test is still running after `seconds`, count a failure and kill the
+    mount daemons it started: every FUSE request stuck in the kernel then fails,
+    so the main thread goes on (its checks fail fast) and cleans up. If it is
+    still running `grace` seconds later, SIGTERM this process so that the
     harness cleans up and prints its summary."""
     def fire():
-        print(f"FAIL - {h.name}: still running after {seconds:.0f}s; killing the mount daemons")
+        msg = f"{h.name}: still running after {seconds:.0f}s; killing the mount daemons"
+        h.failed += 1
+        h.failures.append(msg)
+        print(f"FAIL - {msg}")
         for pid in sorted(h.daemons):
             if pid_alive(pid) and pid_is_tessera(pid, h.binary):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        time.sleep(grace)
+        print(f"{h.name}: still running {grace:.0f}s after that; sending SIGTERM to itself")
         os.kill(os.getpid(), signal.SIGTERM)
-    t = _threading.Timer(seconds, fire)
-    t.daemon = True
+    t = _threading.Thread(target=lambda: (time.sleep(seconds), fire()), daemon=True)
     t.start()
     return t
