@@ -8,28 +8,15 @@
 #include <thread>
 
 #include "vfs/vfs.h"
+#include "vfs/vfs_test_util.h"
 
 namespace tessera {
 namespace {
 
-class VfsLockTest : public ::testing::Test {
+class VfsLockTest : public VfsFixture {
  protected:
   void SetUp() override {
-    auto kv = OpenKv("mem://", KvOptions{.create_if_missing = true});
-    ASSERT_TRUE(kv.ok());
-    VolumeSettings s;
-    s.name = "vfs-lock-test";
-    s.uuid = NewUuid();
-    bool created;
-    ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
-    auto meta = Meta::Open(std::move(*kv));
-    ASSERT_TRUE(meta.ok());
-    meta_ = std::move(*meta);
-    auto objects = OpenObjectStore("mem", "");
-    ASSERT_TRUE(objects.ok());
-    objects_ = std::move(*objects);
-    slices_ = std::make_unique<SliceStore>(s.name, s.block_size, objects_.get());
-    vfs_ = std::make_unique<Vfs>(meta_.get(), slices_.get(), VfsOptions{});
+    VfsFixture::SetUp();
     auto e = vfs_->Create(ctx_, kRootInode, "f", 0644, O_RDWR, &h1_);
     ASSERT_TRUE(e.ok());
     ino_ = e->inode;
@@ -42,11 +29,6 @@ class VfsLockTest : public ::testing::Test {
     return PosixLock{type, start, end, pid};
   }
 
-  Context ctx_{0, 0, 1};
-  std::unique_ptr<Meta> meta_;
-  std::unique_ptr<ObjectStore> objects_;
-  std::unique_ptr<SliceStore> slices_;
-  std::unique_ptr<Vfs> vfs_;
   InodeId ino_;
   uint64_t h1_ = 0, h2_ = 0;
 };

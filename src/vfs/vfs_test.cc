@@ -4,41 +4,17 @@
 #include <set>
 
 #include "vfs/vfs.h"
+#include "vfs/vfs_test_util.h"
 
 namespace tessera {
 namespace {
 
-class VfsTest : public ::testing::Test {
+class VfsTest : public VfsFixture {
  protected:
-  void SetUp() override {
-    auto kv = OpenKv("mem://", KvOptions{.create_if_missing = true});
-    ASSERT_TRUE(kv.ok());
-    VolumeSettings s;
-    s.name = "vfs-test";
-    s.uuid = NewUuid();
-    s.block_size = 64 * 1024;
-    bool created;
-    ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
-    auto meta = Meta::Open(std::move(*kv));
-    ASSERT_TRUE(meta.ok());
-    meta_ = std::move(*meta);
-    auto objects = OpenObjectStore("mem", "");
-    ASSERT_TRUE(objects.ok());
-    objects_ = std::move(*objects);
-    slices_ = std::make_unique<SliceStore>(s.name, s.block_size, objects_.get());
-    vfs_ = std::make_unique<Vfs>(meta_.get(), slices_.get(), VfsOptions{});
-  }
-
   size_t CountObjects() {
     auto page = objects_->List("vfs-test/", "", 0);
     return page.ok() ? page->objects.size() : 0;
   }
-
-  Context ctx_{0, 0, 1};
-  std::unique_ptr<Meta> meta_;
-  std::unique_ptr<ObjectStore> objects_;
-  std::unique_ptr<SliceStore> slices_;
-  std::unique_ptr<Vfs> vfs_;
 };
 
 TEST_F(VfsTest, ReadsSeeOwnWritesBeforeClose) {
