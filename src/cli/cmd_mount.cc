@@ -40,6 +40,9 @@ Options:
   --entry-cache SECONDS   how long the kernel caches file names (default 1)
   --dir-entry-cache SECONDS  ... directory names (default 1)
   --atime-mode MODE       noatime, relatime (default) or strictatime
+  --buffer-size SIZE      memory for written data not yet uploaded; a plain
+                          number is MiB (default 300)
+  --max-uploads N         block uploads at once (default 20)
   --max-threads N         FUSE worker threads (default 16)
   --heartbeat SECONDS     session heartbeat interval (default 12)
   --debug                 trace every FUSE request on stderr
@@ -188,7 +191,7 @@ int RunMount(int argc, char** argv) {
   args.Flag("background", "-d");
   args.Flag("debug");
   for (const char* v : {"log", "attr-cache", "entry-cache", "dir-entry-cache", "max-threads",
-                        "heartbeat", "atime-mode"}) {
+                        "heartbeat", "atime-mode", "buffer-size", "max-uploads"}) {
     args.Value(v);
   }
   if (Status st = args.Parse(argc, argv, 2); !st.ok()) return Fail("mount", st);
@@ -237,6 +240,19 @@ int RunMount(int argc, char** argv) {
     cfg.heartbeat_s = static_cast<int>(*n);
   }
   cfg.debug = args.Has("debug");
+  if (auto v = args.Get("buffer-size")) {
+    bool plain = !v->empty() && v->find_first_not_of("0123456789") == std::string::npos;
+    auto bytes = ParseSize(plain ? *v + "M" : *v);
+    if (!bytes.ok() || *bytes < (1u << 20) || *bytes > (1ull << 40)) {
+      return Fail("mount", "--buffer-size must be 1M to 1T, not '" + *v + "'");
+    }
+    cfg.vfs.buffer_bytes = *bytes;
+  }
+  if (auto v = args.Get("max-uploads")) {
+    auto n = ParseUint(*v, "--max-uploads");
+    if (!n.ok() || *n == 0 || *n > 1000) return Fail("mount", "--max-uploads must be 1 to 1000, not '" + *v + "'");
+    cfg.vfs.max_uploads = static_cast<size_t>(*n);
+  }
   if (auto v = args.Get("atime-mode")) {
     if (*v == "noatime") cfg.vfs.atime_mode = AtimeMode::kNoAtime;
     else if (*v == "relatime") cfg.vfs.atime_mode = AtimeMode::kRelAtime;

@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
+#include <thread>
 #include <random>
 #include <set>
 
@@ -99,6 +102,7 @@ class DataTest : public ::testing::Test {
   std::unique_ptr<ObjectStore> objects_;
   std::unique_ptr<SliceStore> slices_;
   MemoryChunks chunks_;
+  UploadQueue queue_{4, 16 << 20};
 };
 
 TEST_F(DataTest, BlockKeysFollowTheFormat) {
@@ -107,7 +111,7 @@ TEST_F(DataTest, BlockKeysFollowTheFormat) {
 }
 
 TEST_F(DataTest, SequentialWriteMakesOneSliceOfFullBlocks) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   std::string data(200 * 1024, 'x');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 % 251);
   for (size_t off = 0; off < data.size(); off += 4096) {
@@ -129,7 +133,7 @@ TEST_F(DataTest, SequentialWriteMakesOneSliceOfFullBlocks) {
 TEST_F(DataTest, OverwritesAndHolesMatchAModel) {
   std::mt19937 rng(11);
   std::string model;
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   for (int i = 0; i < 300; ++i) {
     uint64_t off = rng() % (300 * 1024);
     size_t len = 1 + rng() % 20000;
@@ -147,7 +151,7 @@ TEST_F(DataTest, OverwritesAndHolesMatchAModel) {
 }
 
 TEST_F(DataTest, WritesAcrossChunkBoundarySplit) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   std::string data(100000, 'q');
   ASSERT_TRUE(w.Write(kChunkSize - 50000, data).ok());
   ASSERT_TRUE(w.Flush().ok());
@@ -166,7 +170,7 @@ TEST_F(DataTest, WritesAcrossChunkBoundarySplit) {
 }
 
 TEST_F(DataTest, ReadStopsAtLength) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   ASSERT_TRUE(w.Write(0, "hello world").ok());
   ASSERT_TRUE(w.Flush().ok());
   char buf[64];
@@ -179,7 +183,7 @@ TEST_F(DataTest, ReadStopsAtLength) {
 }
 
 TEST_F(DataTest, HoleRecordsReadAsZeros) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   ASSERT_TRUE(w.Write(0, std::string(1000, 'z')).ok());
   ASSERT_TRUE(w.Flush().ok());
   // What truncate to 100 then regrowth leaves behind.
@@ -190,7 +194,7 @@ TEST_F(DataTest, HoleRecordsReadAsZeros) {
 }
 
 TEST_F(DataTest, MissingBlockIsAnIoErrorNamingTheObject) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   ASSERT_TRUE(w.Write(0, std::string(1000, 'z')).ok());
   ASSERT_TRUE(w.Flush().ok());
   ASSERT_TRUE(objects_->Delete("vol/chunks/0/0/1_0_1000").ok());
@@ -202,7 +206,7 @@ TEST_F(DataTest, MissingBlockIsAnIoErrorNamingTheObject) {
 }
 
 TEST_F(DataTest, TruncatedBlockIsAnIoError) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   ASSERT_TRUE(w.Write(0, std::string(1000, 'z')).ok());
   ASSERT_TRUE(w.Flush().ok());
   ASSERT_TRUE(objects_->Put("vol/chunks/0/0/1_0_1000", std::string(10, 'z')).ok());
@@ -212,7 +216,7 @@ TEST_F(DataTest, TruncatedBlockIsAnIoError) {
 }
 
 TEST_F(DataTest, DeleteRemovesEveryBlock) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   ASSERT_TRUE(w.Write(0, std::string(150 * 1024, 'd')).ok());
   ASSERT_TRUE(w.Flush().ok());
   auto before = objects_->List("vol/", "", 0);
@@ -223,7 +227,7 @@ TEST_F(DataTest, DeleteRemovesEveryBlock) {
 }
 
 TEST_F(DataTest, FailedCommitDeletesTheBlocksItUploaded) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   ASSERT_TRUE(w.Write(0, std::string(200 * 1024, 'a')).ok());
   ASSERT_TRUE(w.Write(500 * 1024, std::string(10, 'b')).ok());
   chunks_.fail_commits_ = true;
@@ -233,12 +237,98 @@ TEST_F(DataTest, FailedCommitDeletesTheBlocksItUploaded) {
 }
 
 TEST_F(DataTest, PendingMtimeFollowsWrites) {
-  FileWriter w(InodeId(2), &chunks_, slices_.get());
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   EXPECT_EQ(w.PendingMtime(), 0);
   ASSERT_TRUE(w.Write(0, "x").ok());
   EXPECT_GT(w.PendingMtime(), 0);
   ASSERT_TRUE(w.Flush().ok());
   EXPECT_EQ(w.PendingMtime(), 0);
+}
+
+TEST_F(DataTest, BufferedBytesAreReleasedAfterFlush) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
+  ASSERT_TRUE(w.Write(0, std::string(100 * 1024, 'm')).ok());
+  EXPECT_GT(queue_.buffered(), 0u);
+  ASSERT_TRUE(w.Flush().ok());
+  EXPECT_EQ(queue_.buffered(), 0u);
+}
+
+TEST(UploadQueueTest, ReserveWaitsForReleaseAndAsksForPressure) {
+  UploadQueue q(2, 1000);
+  std::atomic<int> pressure{0};
+  q.SetPressureHandler([&] { pressure++; });
+  q.Reserve(800);
+  std::atomic<bool> admitted{false};
+  std::thread waiter([&] {
+    q.Reserve(400);  // over the budget until the first 800 go
+    admitted = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(admitted);
+  EXPECT_GT(pressure.load(), 0);
+  q.Release(800);
+  waiter.join();
+  EXPECT_TRUE(admitted);
+  EXPECT_EQ(q.buffered(), 400u);
+  // Anything is admitted while nothing is buffered.
+  q.Release(400);
+  q.Reserve(5000);
+  EXPECT_EQ(q.buffered(), 5000u);
+}
+
+TEST(UploadQueueTest, RunsTasksConcurrentlyUpToItsThreads) {
+  std::atomic<int> running{0}, peak{0}, done{0};
+  {
+    UploadQueue q(3, 1 << 20);
+    for (int i = 0; i < 12; ++i) {
+      q.Submit([&] {
+        int now = ++running;
+        int p = peak.load();
+        while (now > p && !peak.compare_exchange_weak(p, now)) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        running--;
+        done++;
+      });
+    }
+  }  // the destructor waits for every task
+  EXPECT_EQ(done.load(), 12);
+  EXPECT_LE(peak.load(), 3);
+  EXPECT_GE(peak.load(), 2);
+}
+
+TEST(WriteMemoryTest, ManyWritersStayWithinTheBuffer) {
+  auto objects = OpenObjectStore("mem", "");
+  SliceStore slices("vol", 64 * 1024, objects->get());
+  MemoryChunks chunks;
+  UploadQueue queue(2, 256 * 1024);
+  std::atomic<uint64_t> peak{0};
+  std::atomic<bool> stop{false};
+  std::thread watch([&] {
+    while (!stop) {
+      uint64_t b = queue.buffered();
+      if (b > peak) peak = b;
+    }
+  });
+  std::vector<std::unique_ptr<FileWriter>> writers;
+  for (int f = 0; f < 4; ++f) {
+    writers.push_back(std::make_unique<FileWriter>(InodeId(10 + f), &chunks, &slices, &queue));
+  }
+  queue.SetPressureHandler([&] {
+    for (auto& w : writers) (void)w->Flush();
+  });
+  std::vector<std::thread> ts;
+  for (int f = 0; f < 4; ++f) {
+    ts.emplace_back([&, f] {
+      for (int i = 0; i < 64; ++i) ASSERT_TRUE(writers[f]->Write(i * 10000, std::string(10000, 'w')).ok());
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (auto& w : writers) ASSERT_TRUE(w->Flush().ok());
+  stop = true;
+  watch.join();
+  EXPECT_LE(peak.load(), 256u * 1024);
+  EXPECT_EQ(queue.buffered(), 0u);
 }
 
 }  // namespace

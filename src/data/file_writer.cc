@@ -6,27 +6,41 @@
 
 namespace tessera {
 namespace {
-// Flush once this many slices are pending: bounds memory and the length of
-// the chunk records that random small writes produce.
+// Flush once this many slices are pending: bounds the length of the chunk
+// records that random small writes produce.
 constexpr size_t kMaxPendingSlices = 64;
 }  // namespace
 
-FileWriter::FileWriter(InodeId ino, ChunkMeta* index, SliceStore* store)
-    : ino_(ino), index_(index), store_(store) {}
+FileWriter::FileWriter(InodeId ino, ChunkMeta* index, SliceStore* store, UploadQueue* queue)
+    : ino_(ino), index_(index), store_(store), queue_(queue) {}
 
-FileWriter::~FileWriter() = default;
+FileWriter::~FileWriter() {
+  std::lock_guard lock(mu_);
+  (void)WaitForUploads();
+  for (const auto& s : pending_) queue_->Release(s.tail.size());
+}
 
 Status FileWriter::Write(uint64_t offset, std::string_view data) {
+  // Wait for room before taking the file's lock: whoever frees memory (a
+  // flush of this or another file) may need it.
+  queue_->Reserve(data.size());
   std::lock_guard lock(mu_);
-  while (!data.empty()) {
-    const uint32_t chunk = static_cast<uint32_t>(offset / kChunkSize);
-    const uint32_t pos = static_cast<uint32_t>(offset % kChunkSize);
-    const size_t n = std::min<uint64_t>(data.size(), kChunkSize - pos);
-    RETURN_IF_ERROR(WriteInChunk(chunk, pos, data.substr(0, n)));
-    data.remove_prefix(n);
-    offset += n;
+  uint64_t buffered = 0;
+  Status st;
+  {
+    std::lock_guard up(uploads_->mu);
+    st = uploads_->error;
   }
-  return Status::Ok();
+  while (st.ok() && buffered < data.size()) {
+    const uint64_t at = offset + buffered;
+    const uint32_t chunk = static_cast<uint32_t>(at / kChunkSize);
+    const uint32_t pos = static_cast<uint32_t>(at % kChunkSize);
+    const size_t n = std::min<uint64_t>(data.size() - buffered, kChunkSize - pos);
+    st = WriteInChunk(chunk, pos, data.substr(buffered, n));
+    if (st.ok()) buffered += n;
+  }
+  queue_->Release(data.size() - buffered);  // what never reached a buffer
+  return st;
 }
 
 Status FileWriter::WriteInChunk(uint32_t chunk, uint32_t pos, std::string_view data) {
@@ -57,13 +71,34 @@ Status FileWriter::UploadFullBlocks(PendingSlice* s) {
   }
   size_t done = 0;
   while (s->tail.size() - done >= bs) {
-    RETURN_IF_ERROR(store_->PutBlock(s->id, s->uploaded_blocks,
-                                     std::string_view(s->tail).substr(done, bs)));
-    s->uploaded_blocks++;
+    UploadBlock(s->id, s->next_block++, s->tail.substr(done, bs));
     done += bs;
   }
   s->tail.erase(0, done);
   return Status::Ok();
+}
+
+void FileWriter::UploadBlock(SliceId id, uint64_t index, std::string data) {
+  {
+    std::lock_guard lock(uploads_->mu);
+    uploads_->in_flight++;
+  }
+  queue_->Submit([uploads = uploads_, store = store_, queue = queue_, id, index,
+                  data = std::move(data)] {
+    Status st = store->PutBlock(id, index, data);
+    queue->Release(data.size());
+    std::lock_guard lock(uploads->mu);
+    if (!st.ok() && uploads->error.ok()) uploads->error = st;
+    if (--uploads->in_flight == 0) uploads->done.notify_all();
+  });
+}
+
+Status FileWriter::WaitForUploads() {
+  std::unique_lock lock(uploads_->mu);
+  uploads_->done.wait(lock, [&] { return uploads_->in_flight == 0; });
+  Status st = uploads_->error;
+  uploads_->error = Status::Ok();
+  return st;
 }
 
 Status FileWriter::Flush() {
@@ -71,35 +106,48 @@ Status FileWriter::Flush() {
   return FlushLocked();
 }
 
+void FileWriter::DropPending(size_t first) {
+  // Dropped slices take their blocks with them, so a refused write (a full
+  // volume, a failed upload) leaves nothing behind in the store.
+  for (size_t i = first; i < pending_.size(); ++i) {
+    const PendingSlice& s = pending_[i];
+    queue_->Release(s.tail.size());
+    if (s.id.value() != 0) (void)store_->Delete({s.id, s.len});
+  }
+  pending_.clear();
+}
+
 Status FileWriter::FlushLocked() {
-  Status result;
-  size_t committed = 0;
+  // Upload every partial last block, all at once.
+  Status st;
   for (PendingSlice& s : pending_) {
-    if (!result.ok()) break;
     if (s.id.value() == 0) {
       auto id = index_->NewSlice();
       if (!id.ok()) {
-        result = id.status();
+        st = id.status();
         break;
       }
       s.id = *id;
     }
     if (!s.tail.empty()) {
-      result = store_->PutBlock(s.id, s.uploaded_blocks, s.tail);
-      if (!result.ok()) break;
+      UploadBlock(s.id, s.next_block++, std::move(s.tail));
+      s.tail.clear();
     }
-    result = index_->CommitSlice(ino_, s.chunk, SliceRecord{s.pos, s.id, s.len, 0, s.len},
-                                 s.mtime_ns);
-    if (result.ok()) committed++;
   }
-  // Slices that were not committed are dropped: their blocks go too, so a
-  // refused write (a full volume) leaves nothing behind in the store.
-  for (size_t i = committed; i < pending_.size(); ++i) {
-    const PendingSlice& s = pending_[i];
-    if (s.id.value() != 0) (void)store_->Delete({s.id, s.len});
+  Status uploaded = WaitForUploads();
+  if (st.ok()) st = uploaded;
+  if (!st.ok()) {
+    DropPending(0);
+    return st;
   }
-  pending_.clear();
-  return result;
+  size_t committed = 0;
+  for (const PendingSlice& s : pending_) {
+    st = index_->CommitSlice(ino_, s.chunk, SliceRecord{s.pos, s.id, s.len, 0, s.len}, s.mtime_ns);
+    if (!st.ok()) break;
+    committed++;
+  }
+  DropPending(committed);
+  return st;
 }
 
 bool FileWriter::dirty() {

@@ -43,7 +43,8 @@ constexpr uint64_t kAfterDotDot = 2;
 
 // Per open inode: the write buffer shared by all its handles.
 struct Vfs::OpenFile {
-  OpenFile(InodeId ino, ChunkMeta* chunks, SliceStore* slices) : writer(ino, chunks, slices) {}
+  OpenFile(InodeId ino, ChunkMeta* chunks, SliceStore* slices, UploadQueue* uploads)
+      : writer(ino, chunks, slices, uploads) {}
   FileWriter writer;
   int handles = 0;  // guarded by Vfs::mu_
   // The kernel asks for security.capability before every write(2) to decide
@@ -72,10 +73,14 @@ struct Vfs::DirHandle {
 
 Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options)
     : meta_(meta), slices_(slices), options_(options),
-      chunks_(std::make_unique<MetaChunks>(meta)) {
+      chunks_(std::make_unique<MetaChunks>(meta)),
+      uploads_(std::make_unique<UploadQueue>(options.max_uploads, options.buffer_bytes)) {
   meta_->SetSliceDeleter([this](const std::vector<SliceRef>& freed) {
     for (const SliceRef& s : freed) (void)slices_->Delete(s);
   });
+  // Writers waiting for buffer memory get it back from the partial blocks
+  // that open files hold.
+  uploads_->SetPressureHandler([this] { (void)FlushAll(); });
 }
 
 Vfs::~Vfs() { meta_->SetSliceDeleter(nullptr); }
@@ -98,7 +103,7 @@ uint64_t Vfs::AddHandle(InodeId ino, int flags) {
   {
     std::lock_guard lock(mu_);
     auto& slot = files_[ino];
-    if (!slot) slot = std::make_shared<OpenFile>(ino, chunks_.get(), slices_);
+    if (!slot) slot = std::make_shared<OpenFile>(ino, chunks_.get(), slices_, uploads_.get());
     slot->handles++;
     id = next_handle_++;
     handles_[id] = std::make_shared<FileHandle>(FileHandle{ino, flags, slot});

@@ -23,6 +23,7 @@
 #include "data/chunk_meta.h"
 #include "data/file_writer.h"
 #include "data/slice_store.h"
+#include "data/upload_queue.h"
 #include "meta/meta.h"
 
 namespace tessera {
@@ -39,6 +40,8 @@ struct VfsOptions {
   double entry_timeout_s = 1.0;      // ... a name -> inode entry
   double dir_entry_timeout_s = 1.0;  // ... entries of directories
   AtimeMode atime_mode = AtimeMode::kRelAtime;
+  size_t max_uploads = 20;                // block uploads running at once
+  uint64_t buffer_bytes = 300ull << 20;   // written data held in memory before upload
 };
 
 // One directory entry returned by ReadDir, with the offset to resume after it.
@@ -155,6 +158,8 @@ class Vfs {
   SliceStore* const slices_;
   const VfsOptions options_;
   std::unique_ptr<ChunkMeta> chunks_;
+  // Declared before the open files so that it outlives their writers.
+  std::unique_ptr<UploadQueue> uploads_;
 
   std::mutex mu_;
   uint64_t next_handle_ = 1;                                             // guarded by mu_
