@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/mount_table.h"
 #include "common/log.h"
+#include "cache/block_cache.h"
 #include "common/units.h"
 #include "data/slice_store.h"
 #include "fuse/fuse_mount.h"
@@ -43,6 +45,16 @@ Options:
   --buffer-size SIZE      memory for written data not yet uploaded; a plain
                           number is MiB (default 300)
   --max-uploads N         block uploads at once (default 20)
+  --max-downloads N       block downloads (readahead) at once (default 16)
+  --prefetch N            blocks a sequential reader fetches ahead (default 3)
+  --cache-dir DIR         local disk cache (default /var/lib/tessera/cache
+                          for root, ~/.tessera/cache; off by default for
+                          volumes on local-directory storage); "none" turns
+                          it off
+  --cache-size SIZE       disk cache capacity; a plain number is MiB
+                          (default 102400, i.e. 100 GiB)
+  --free-space-ratio R    keep this fraction of the cache disk free (default 0.1)
+  --memory-cache SIZE     memory block cache; a plain number is MiB (default 64)
   --max-threads N         FUSE worker threads (default 16)
   --heartbeat SECONDS     session heartbeat interval (default 12)
   --debug                 trace every FUSE request on stderr
@@ -50,13 +62,23 @@ Options:
 Unmount with 'tessera umount MOUNTPOINT'.
 )";
 
+CacheOptions DefaultCache() {
+  CacheOptions o;
+  o.memory_bytes = 64ull << 20;
+  o.disk_bytes = 100ull << 30;
+  o.free_space_ratio = 0.1;
+  return o;
+}
+
 struct MountConfig {
   std::string meta_url;
   std::string mount_point;  // absolute
   VfsOptions vfs;
+  CacheOptions cache = DefaultCache();  // disk_dir: parent of the per-volume directories
   unsigned max_threads = 16;
   int heartbeat_s = 12;
   bool debug = false;
+  bool cache_dir_given = false;  // --cache-dir on the command line
 };
 
 Result<double> ParseSeconds(const std::string& text, const std::string& what) {
@@ -66,6 +88,18 @@ Result<double> ParseSeconds(const std::string& text, const std::string& what) {
     return Invalid("invalid " + what + " '" + text + "' (seconds, e.g. 1 or 0.5)");
   }
   return v;
+}
+
+// A size where a plain number means MiB ("300" = 300 MiB, "2G" = 2 GiB).
+Result<uint64_t> ParseMebibytes(const std::string& text) {
+  bool plain = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+  return ParseSize(plain ? text + "M" : text);
+}
+
+std::string DefaultCacheDir() {
+  if (geteuid() == 0) return "/var/lib/tessera/cache";
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr ? home : "/tmp") + "/.tessera/cache";
 }
 
 std::string DefaultLogFile() {
@@ -87,7 +121,24 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   auto objects = OpenObjectStore(s.storage, s.bucket);
   if (!objects.ok()) return objects.status().WithContext("bucket " + s.bucket);
   SliceStore slices(s.name, s.block_size, objects->get());
-  Vfs vfs(meta->get(), &slices, cfg.vfs);
+  // Each volume caches in its own directory: blocks of two volumes never mix.
+  CacheOptions cache_options = cfg.cache;
+  // A local-directory bucket is a local disk already: copying its blocks to
+  // a disk cache would only double the disk traffic, unless asked for.
+  if (s.storage == "file" && !cfg.cache_dir_given) cache_options.disk_dir.clear();
+  if (cache_options.disk_dir.empty()) cache_options.disk_bytes = 0;
+  if (!cache_options.disk_dir.empty()) cache_options.disk_dir += "/" + s.uuid;
+  auto cache = MakeBlockCache(cache_options);
+  if (!cache.ok() && !cache_options.disk_dir.empty()) {
+    // Another mount of this volume on this host owns the disk cache: this
+    // one still works, with the memory cache only.
+    LogWarn("disk cache unavailable, using memory only: " + cache.status().ToString());
+    cache_options.disk_dir.clear();
+    cache_options.disk_bytes = 0;
+    cache = MakeBlockCache(cache_options);
+  }
+  if (!cache.ok()) return cache.status().WithContext("cache");
+  Vfs vfs(meta->get(), &slices, cfg.vfs, cache->get());
 
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -191,7 +242,9 @@ int RunMount(int argc, char** argv) {
   args.Flag("background", "-d");
   args.Flag("debug");
   for (const char* v : {"log", "attr-cache", "entry-cache", "dir-entry-cache", "max-threads",
-                        "heartbeat", "atime-mode", "buffer-size", "max-uploads"}) {
+                        "heartbeat", "atime-mode", "buffer-size", "max-uploads", "max-downloads",
+                        "prefetch", "cache-dir", "cache-size", "free-space-ratio",
+                        "memory-cache"}) {
     args.Value(v);
   }
   if (Status st = args.Parse(argc, argv, 2); !st.ok()) return Fail("mount", st);
@@ -241,12 +294,44 @@ int RunMount(int argc, char** argv) {
   }
   cfg.debug = args.Has("debug");
   if (auto v = args.Get("buffer-size")) {
-    bool plain = !v->empty() && v->find_first_not_of("0123456789") == std::string::npos;
-    auto bytes = ParseSize(plain ? *v + "M" : *v);
+    auto bytes = ParseMebibytes(*v);
     if (!bytes.ok() || *bytes < (1u << 20) || *bytes > (1ull << 40)) {
       return Fail("mount", "--buffer-size must be 1M to 1T, not '" + *v + "'");
     }
     cfg.vfs.buffer_bytes = *bytes;
+  }
+  if (auto v = args.Get("memory-cache")) {
+    auto bytes = ParseMebibytes(*v);
+    if (!bytes.ok() || *bytes > (1ull << 40)) return Fail("mount", "--memory-cache must be 0 to 1T, not '" + *v + "'");
+    cfg.cache.memory_bytes = *bytes;
+  }
+  if (auto v = args.Get("cache-size")) {
+    auto bytes = ParseMebibytes(*v);
+    if (!bytes.ok() || *bytes == 0) return Fail("mount", "--cache-size must be a positive size, not '" + *v + "'");
+    cfg.cache.disk_bytes = *bytes;
+  }
+  if (auto v = args.Get("free-space-ratio")) {
+    char* end = nullptr;
+    double r = std::strtod(v->c_str(), &end);
+    if (v->empty() || *end != '\0' || !(r >= 0) || r >= 1) {
+      return Fail("mount", "--free-space-ratio must be in [0, 1), not '" + *v + "'");
+    }
+    cfg.cache.free_space_ratio = r;
+  }
+  cfg.cache.disk_dir = args.Get("cache-dir", DefaultCacheDir());
+  cfg.cache_dir_given = args.Has("cache-dir");
+  if (cfg.cache.disk_dir == "none") cfg.cache.disk_dir.clear();
+  for (auto [flag, field, most] : {std::tuple{"max-downloads", &cfg.vfs.max_downloads, 1000ul},
+                                   std::tuple{"prefetch", &cfg.vfs.prefetch_blocks, 1000ul}}) {
+    if (auto v = args.Get(flag)) {
+      auto n = ParseUint(*v, flag);
+      if (!n.ok() || *n > most || (*n == 0 && std::string(flag) == "max-downloads")) {
+        return Fail("mount", std::string("--") + flag + " must be " +
+                                 (std::string(flag) == "prefetch" ? "0" : "1") + " to " +
+                                 std::to_string(most) + ", not '" + *v + "'");
+      }
+      *field = *n;
+    }
   }
   if (auto v = args.Get("max-uploads")) {
     auto n = ParseUint(*v, "--max-uploads");

@@ -9,6 +9,8 @@
 
 #include "common/chunk_view.h"
 #include "data/file_reader.h"
+#include "cache/block_cache.h"
+#include "data/block_reader.h"
 #include "data/file_writer.h"
 #include "data/slice_store.h"
 #include "object/object_store.h"
@@ -92,15 +94,17 @@ class DataTest : public ::testing::Test {
     ASSERT_TRUE(s.ok());
     objects_ = std::move(*s);
     slices_ = std::make_unique<SliceStore>("vol", 64 * 1024, objects_.get());
+    reader_ = std::make_unique<BlockReader>(slices_.get(), nullptr, 4);
   }
   std::string ReadAll(uint64_t length) {
     std::string out(length, '\0');
-    auto n = ReadFile(chunks_, *slices_, InodeId(2), length, 0, length, out.data());
+    auto n = ReadFile(chunks_, *reader_, InodeId(2), length, 0, length, false, out.data());
     EXPECT_TRUE(n.ok()) << n.status().ToString();
     return out;
   }
   std::unique_ptr<ObjectStore> objects_;
   std::unique_ptr<SliceStore> slices_;
+  std::unique_ptr<BlockReader> reader_;
   MemoryChunks chunks_;
   UploadQueue queue_{4, 16 << 20};
 };
@@ -158,14 +162,14 @@ TEST_F(DataTest, WritesAcrossChunkBoundarySplit) {
   EXPECT_EQ((chunks_.chunks_[{2, 0}].size()), 1u);
   EXPECT_EQ((chunks_.chunks_[{2, 1}].size()), 1u);
   std::string out(100000, '\0');
-  auto n = ReadFile(chunks_, *slices_, InodeId(2), kChunkSize + 50000, kChunkSize - 50000,
-                    out.size(), out.data());
+  auto n = ReadFile(chunks_, *reader_, InodeId(2), kChunkSize + 50000, kChunkSize - 50000,
+                    out.size(), false, out.data());
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(*n, data.size());
   EXPECT_EQ(out, data);
   // The hole before the data reads as zeros.
   std::string hole(10, 'x');
-  ASSERT_TRUE(ReadFile(chunks_, *slices_, InodeId(2), kChunkSize + 50000, 1000, 10, hole.data()).ok());
+  ASSERT_TRUE(ReadFile(chunks_, *reader_, InodeId(2), kChunkSize + 50000, 1000, 10, false, hole.data()).ok());
   EXPECT_EQ(hole, std::string(10, '\0'));
 }
 
@@ -174,10 +178,10 @@ TEST_F(DataTest, ReadStopsAtLength) {
   ASSERT_TRUE(w.Write(0, "hello world").ok());
   ASSERT_TRUE(w.Flush().ok());
   char buf[64];
-  auto n = ReadFile(chunks_, *slices_, InodeId(2), 5, 0, sizeof(buf), buf);
+  auto n = ReadFile(chunks_, *reader_, InodeId(2), 5, 0, sizeof(buf), false, buf);
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(std::string(buf, *n), "hello");
-  auto past = ReadFile(chunks_, *slices_, InodeId(2), 5, 10, sizeof(buf), buf);
+  auto past = ReadFile(chunks_, *reader_, InodeId(2), 5, 10, sizeof(buf), false, buf);
   ASSERT_TRUE(past.ok());
   EXPECT_EQ(*past, 0u);
 }
@@ -199,7 +203,7 @@ TEST_F(DataTest, MissingBlockIsAnIoErrorNamingTheObject) {
   ASSERT_TRUE(w.Flush().ok());
   ASSERT_TRUE(objects_->Delete("vol/chunks/0/0/1_0_1000").ok());
   char buf[10];
-  auto n = ReadFile(chunks_, *slices_, InodeId(2), 1000, 0, sizeof(buf), buf);
+  auto n = ReadFile(chunks_, *reader_, InodeId(2), 1000, 0, sizeof(buf), false, buf);
   ASSERT_FALSE(n.ok());
   EXPECT_EQ(ToErrno(n.status()), EIO);
   EXPECT_NE(n.status().message().find("1_0_1000"), std::string::npos);
@@ -211,7 +215,7 @@ TEST_F(DataTest, TruncatedBlockIsAnIoError) {
   ASSERT_TRUE(w.Flush().ok());
   ASSERT_TRUE(objects_->Put("vol/chunks/0/0/1_0_1000", std::string(10, 'z')).ok());
   char buf[100];
-  auto n = ReadFile(chunks_, *slices_, InodeId(2), 1000, 0, sizeof(buf), buf);
+  auto n = ReadFile(chunks_, *reader_, InodeId(2), 1000, 0, sizeof(buf), false, buf);
   EXPECT_FALSE(n.ok());
 }
 
@@ -329,6 +333,108 @@ TEST(WriteMemoryTest, ManyWritersStayWithinTheBuffer) {
   watch.join();
   EXPECT_LE(peak.load(), 256u * 1024);
   EXPECT_EQ(queue.buffered(), 0u);
+}
+
+// Counts the Gets that reach the store, and how many bytes each asked for.
+class CountingStore : public ObjectStore {
+ public:
+  explicit CountingStore(ObjectStore* inner) : inner_(inner) {}
+  std::string Describe() const override { return inner_->Describe(); }
+  Status Put(std::string_view key, std::string_view data) override { return inner_->Put(key, data); }
+  Result<std::string> Get(std::string_view key, uint64_t offset, int64_t length) override {
+    gets++;
+    auto r = inner_->Get(key, offset, length);
+    if (r.ok()) bytes += r->size();
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    return r;
+  }
+  Result<ObjectInfo> Head(std::string_view key) override { return inner_->Head(key); }
+  Status Delete(std::string_view key) override { return inner_->Delete(key); }
+  Result<ListPage> List(std::string_view prefix, std::string_view start_after, size_t limit) override {
+    return inner_->List(prefix, start_after, limit);
+  }
+  std::atomic<int> gets{0};
+  std::atomic<uint64_t> bytes{0};
+  int delay_ms = 0;
+
+ private:
+  ObjectStore* inner_;
+};
+
+class BlockReaderTest : public DataTest {
+ protected:
+  void SetUp() override {
+    DataTest::SetUp();
+    FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
+    data_.resize(300 * 1024);
+    for (size_t i = 0; i < data_.size(); ++i) data_[i] = static_cast<char>(i * 7 % 253);
+    ASSERT_TRUE(w.Write(0, data_).ok());
+    ASSERT_TRUE(w.Flush().ok());
+    counting_ = std::make_unique<CountingStore>(objects_.get());
+    counted_slices_ = std::make_unique<SliceStore>("vol", 64 * 1024, counting_.get());
+    CacheOptions o;
+    o.memory_bytes = 8 << 20;
+    auto cache = MakeBlockCache(o);
+    ASSERT_TRUE(cache.ok());
+    cache_ = std::move(*cache);
+    cached_reader_ = std::make_unique<BlockReader>(counted_slices_.get(), cache_.get(), 4);
+  }
+  std::string data_;
+  std::unique_ptr<CountingStore> counting_;
+  std::unique_ptr<SliceStore> counted_slices_;
+  std::unique_ptr<BlockCache> cache_;
+  std::unique_ptr<BlockReader> cached_reader_;
+};
+
+TEST_F(BlockReaderTest, RandomReadsFetchOnlyTheBytesAsked) {
+  char buf[100];
+  auto n = ReadFile(chunks_, *cached_reader_, InodeId(2), data_.size(), 70000, sizeof(buf), false, buf);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(std::string(buf, 100), data_.substr(70000, 100));
+  EXPECT_EQ(counting_->gets.load(), 1);
+  EXPECT_EQ(counting_->bytes.load(), 100u);
+}
+
+TEST_F(BlockReaderTest, SequentialReadsFetchWholeBlocksOnce) {
+  std::string out(data_.size(), '\0');
+  for (size_t off = 0; off < data_.size(); off += 4096) {
+    size_t len = std::min<size_t>(4096, data_.size() - off);
+    auto n = ReadFile(chunks_, *cached_reader_, InodeId(2), data_.size(), off, len, true, &out[off]);
+    ASSERT_TRUE(n.ok());
+  }
+  EXPECT_EQ(out, data_);
+  // 300 KiB in 64 KiB blocks: five fetches, each block once.
+  EXPECT_EQ(counting_->gets.load(), 5);
+  EXPECT_EQ(counting_->bytes.load(), data_.size());
+}
+
+TEST_F(BlockReaderTest, ConcurrentReadersShareOneFetch) {
+  counting_->delay_ms = 100;
+  std::vector<std::thread> ts;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&] {
+      char buf[1000];
+      auto n = ReadFile(chunks_, *cached_reader_, InodeId(2), data_.size(), 1000, sizeof(buf), true, buf);
+      if (n.ok() && std::string(buf, 1000) == data_.substr(1000, 1000)) good++;
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(good.load(), 4);
+  EXPECT_EQ(counting_->gets.load(), 1);
+}
+
+TEST_F(BlockReaderTest, PrefetchFillsTheCacheAhead) {
+  PrefetchFile(chunks_, *cached_reader_, InodeId(2), data_.size(), 0, data_.size());
+  for (int i = 0; i < 200 && counting_->gets.load() < 5; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(counting_->gets.load(), 5);
+  std::string out(data_.size(), '\0');
+  ASSERT_TRUE(ReadFile(chunks_, *cached_reader_, InodeId(2), data_.size(), 0, data_.size(), false, out.data()).ok());
+  EXPECT_EQ(out, data_);
+  EXPECT_EQ(counting_->gets.load(), 5);  // every byte came from the cache
 }
 
 }  // namespace

@@ -6,17 +6,31 @@
 #include "common/chunk_view.h"
 
 namespace tessera {
+namespace {
 
-Result<size_t> ReadFile(ChunkMeta& index, SliceStore& store, InodeId ino, uint64_t length,
-                        uint64_t offset, size_t size, char* out) {
-  if (offset >= length) return size_t{0};
-  const size_t total = static_cast<size_t>(std::min<uint64_t>(size, length - offset));
-  size_t done = 0;
-  while (done < total) {
+// Calls fn(chunk, begin, end) for each chunk piece of [offset, offset + size).
+template <typename Fn>
+Status ForEachChunk(uint64_t offset, uint64_t size, Fn fn) {
+  uint64_t done = 0;
+  while (done < size) {
     const uint64_t at = offset + done;
     const uint32_t chunk = static_cast<uint32_t>(at / kChunkSize);
     const uint64_t begin = at % kChunkSize;
-    const uint64_t end = std::min<uint64_t>(kChunkSize, begin + (total - done));
+    const uint64_t end = std::min<uint64_t>(kChunkSize, begin + (size - done));
+    RETURN_IF_ERROR(fn(chunk, begin, end, done));
+    done += end - begin;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<size_t> ReadFile(ChunkMeta& index, BlockReader& reader, InodeId ino, uint64_t length,
+                        uint64_t offset, size_t size, bool sequential, char* out) {
+  if (offset >= length) return size_t{0};
+  const size_t total = static_cast<size_t>(std::min<uint64_t>(size, length - offset));
+  RETURN_IF_ERROR(ForEachChunk(offset, total, [&](uint32_t chunk, uint64_t begin, uint64_t end,
+                                                  uint64_t done) -> Status {
     ASSIGN_OR_RETURN(auto records, index.ReadChunk(ino, chunk));
     char* dst = out + done;
     std::memset(dst, 0, end - begin);
@@ -24,12 +38,31 @@ Result<size_t> ReadFile(ChunkMeta& index, SliceStore& store, InodeId ino, uint64
       const uint64_t s_begin = std::max<uint64_t>(seg.pos, begin);
       const uint64_t s_end = std::min<uint64_t>(uint64_t{seg.pos} + seg.len, end);
       if (s_begin >= s_end || seg.id.value() == 0) continue;
-      RETURN_IF_ERROR(store.Read(seg.id, seg.size, seg.off + (s_begin - seg.pos), s_end - s_begin,
-                                 dst + (s_begin - begin)));
+      RETURN_IF_ERROR(reader.Read(seg.id, seg.size, seg.off + (s_begin - seg.pos), s_end - s_begin,
+                                  sequential, dst + (s_begin - begin)));
     }
-    done += end - begin;
-  }
+    return Status::Ok();
+  }));
   return total;
+}
+
+void PrefetchFile(ChunkMeta& index, BlockReader& reader, InodeId ino, uint64_t length,
+                  uint64_t offset, uint64_t size) {
+  if (offset >= length) return;
+  size = std::min(size, length - offset);
+  reader.Background([&index, &reader, ino, offset, size] {
+    (void)ForEachChunk(offset, size, [&](uint32_t chunk, uint64_t begin, uint64_t end,
+                                         uint64_t) -> Status {
+      ASSIGN_OR_RETURN(auto records, index.ReadChunk(ino, chunk));
+      for (const Segment& seg : BuildChunkView(records)) {
+        const uint64_t s_begin = std::max<uint64_t>(seg.pos, begin);
+        const uint64_t s_end = std::min<uint64_t>(uint64_t{seg.pos} + seg.len, end);
+        if (s_begin >= s_end || seg.id.value() == 0) continue;
+        reader.Prefetch(seg.id, seg.size, seg.off + (s_begin - seg.pos), s_end - s_begin);
+      }
+      return Status::Ok();
+    });
+  });
 }
 
 }  // namespace tessera

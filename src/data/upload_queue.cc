@@ -4,19 +4,10 @@
 
 namespace tessera {
 
-UploadQueue::UploadQueue(size_t max_uploads, uint64_t buffer_bytes) : buffer_bytes_(buffer_bytes) {
-  if (max_uploads == 0) max_uploads = 1;
-  for (size_t i = 0; i < max_uploads; ++i) threads_.emplace_back([this] { Work(); });
-}
+UploadQueue::UploadQueue(size_t max_uploads, uint64_t buffer_bytes)
+    : buffer_bytes_(buffer_bytes), pool_(max_uploads) {}
 
-UploadQueue::~UploadQueue() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  work_.notify_all();
-  for (auto& t : threads_) t.join();
-}
+UploadQueue::~UploadQueue() = default;
 
 void UploadQueue::SetPressureHandler(std::function<void()> handler) { pressure_ = std::move(handler); }
 
@@ -47,28 +38,6 @@ void UploadQueue::Release(uint64_t bytes) {
 uint64_t UploadQueue::buffered() const {
   std::lock_guard lock(mu_);
   return buffered_;
-}
-
-void UploadQueue::Submit(std::function<void()> task) {
-  {
-    std::lock_guard lock(mu_);
-    tasks_.push_back(std::move(task));
-  }
-  work_.notify_one();
-}
-
-void UploadQueue::Work() {
-  while (true) {
-    std::function<void()> task;
-    {
-      std::unique_lock lock(mu_);
-      work_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
-      if (tasks_.empty()) return;  // stopping, and everything submitted ran
-      task = std::move(tasks_.front());
-      tasks_.pop_front();
-    }
-    task();
-  }
 }
 
 }  // namespace tessera

@@ -7,11 +7,10 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
-#include <thread>
-#include <vector>
+
+#include "common/thread_pool.h"
 
 namespace tessera {
 
@@ -35,20 +34,15 @@ class UploadQueue {
   uint64_t buffer_bytes() const { return buffer_bytes_; }
 
   // Runs `task` on an upload thread, in submission order.
-  void Submit(std::function<void()> task);
+  void Submit(std::function<void()> task) { pool_.Submit(std::move(task)); }
 
  private:
-  void Work();
-
   const uint64_t buffer_bytes_;
   mutable std::mutex mu_;
   std::condition_variable space_;   // signalled when buffered_ drops
-  std::condition_variable work_;    // signalled when tasks_ grows or on stop
   uint64_t buffered_ = 0;           // guarded by mu_
-  std::deque<std::function<void()>> tasks_;  // guarded by mu_
-  bool stopping_ = false;           // guarded by mu_
   std::function<void()> pressure_;  // set before use
-  std::vector<std::thread> threads_;
+  ThreadPool pool_;                 // last: its tasks finish before the rest goes
 };
 
 }  // namespace tessera

@@ -59,6 +59,12 @@ struct Vfs::FileHandle {
   InodeId ino;
   int flags = 0;
   std::shared_ptr<OpenFile> file;
+  // Readahead: where a sequential reader will read next, how far ahead to
+  // fetch, and how far has been asked for already.
+  std::mutex read_mu;
+  uint64_t next_offset = 0;    // guarded by read_mu
+  uint64_t window = 0;         // guarded by read_mu; 0 = random reader
+  uint64_t prefetched_to = 0;  // guarded by read_mu
 };
 
 // A directory stream: keeps the last page fetched, because the kernel often
@@ -71,9 +77,10 @@ struct Vfs::DirHandle {
   bool more = false;            // entries follow the page
 };
 
-Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options)
+Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options, BlockCache* cache)
     : meta_(meta), slices_(slices), options_(options),
       chunks_(std::make_unique<MetaChunks>(meta)),
+      reader_(std::make_unique<BlockReader>(slices, cache, options.max_downloads)),
       uploads_(std::make_unique<UploadQueue>(options.max_uploads, options.buffer_bytes)) {
   meta_->SetSliceDeleter([this](const std::vector<SliceRef>& freed) {
     for (const SliceRef& s : freed) (void)slices_->Delete(s);
@@ -106,7 +113,11 @@ uint64_t Vfs::AddHandle(InodeId ino, int flags) {
     if (!slot) slot = std::make_shared<OpenFile>(ino, chunks_.get(), slices_, uploads_.get());
     slot->handles++;
     id = next_handle_++;
-    handles_[id] = std::make_shared<FileHandle>(FileHandle{ino, flags, slot});
+    auto handle = std::make_shared<FileHandle>();
+    handle->ino = ino;
+    handle->flags = flags;
+    handle->file = slot;
+    handles_[id] = std::move(handle);
   }
   meta_->OnOpen(ino);
   return id;
@@ -207,7 +218,30 @@ Result<size_t> Vfs::Read(const Context&, InodeId ino, uint64_t handle, uint64_t 
   // A reader must see this client's writes: commit them first.
   if (h->file->writer.dirty()) RETURN_IF_ERROR(h->file->writer.Flush());
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
-  ASSIGN_OR_RETURN(size_t n, ReadFile(*chunks_, *slices_, ino, a.length, offset, size, out));
+  const uint64_t block = slices_->block_size();
+  bool sequential;
+  {
+    // The kernel sends readahead requests concurrently, so a sequential
+    // reader's requests may arrive a little out of order.
+    constexpr uint64_t kSlack = 2u << 20;
+    std::lock_guard lock(h->read_mu);
+    sequential = offset <= h->next_offset + kSlack && offset + kSlack >= h->next_offset;
+    h->window = sequential ? std::min(std::max(h->window * 2, block), options_.prefetch_blocks * block)
+                           : 0;
+    if (!sequential) h->prefetched_to = 0;
+  }
+  ASSIGN_OR_RETURN(size_t n, ReadFile(*chunks_, *reader_, ino, a.length, offset, size, sequential, out));
+  uint64_t ahead_from = 0, ahead_to = 0;
+  {
+    std::lock_guard lock(h->read_mu);
+    h->next_offset = sequential ? std::max(h->next_offset, offset + n) : offset + n;
+    if (sequential && h->window > 0) {
+      ahead_from = std::max(h->prefetched_to, offset + n);
+      ahead_to = offset + n + h->window;
+      if (ahead_to > ahead_from) h->prefetched_to = ahead_to;
+    }
+  }
+  if (ahead_to > ahead_from) PrefetchFile(*chunks_, *reader_, ino, a.length, ahead_from, ahead_to - ahead_from);
   TouchAtime(ino, a);
   return n;
 }

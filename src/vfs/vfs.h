@@ -20,6 +20,8 @@
 
 #include "common/status.h"
 #include "common/types.h"
+#include "cache/block_cache.h"
+#include "data/block_reader.h"
 #include "data/chunk_meta.h"
 #include "data/file_writer.h"
 #include "data/slice_store.h"
@@ -41,6 +43,8 @@ struct VfsOptions {
   double dir_entry_timeout_s = 1.0;  // ... entries of directories
   AtimeMode atime_mode = AtimeMode::kRelAtime;
   size_t max_uploads = 20;                // block uploads running at once
+  size_t max_downloads = 16;              // block downloads (readahead) at once
+  uint64_t prefetch_blocks = 3;           // how far a sequential reader reads ahead, in blocks
   uint64_t buffer_bytes = 300ull << 20;   // written data held in memory before upload
 };
 
@@ -56,7 +60,8 @@ struct DirListing {
 class Vfs {
  public:
   // meta and slices must outlive the Vfs.
-  Vfs(Meta* meta, SliceStore* slices, VfsOptions options);
+  // `cache` may be null (no block cache); it must outlive the Vfs too.
+  Vfs(Meta* meta, SliceStore* slices, VfsOptions options, BlockCache* cache = nullptr);
   ~Vfs();
 
   const VfsOptions& options() const { return options_; }
@@ -158,6 +163,7 @@ class Vfs {
   SliceStore* const slices_;
   const VfsOptions options_;
   std::unique_ptr<ChunkMeta> chunks_;
+  std::unique_ptr<BlockReader> reader_;
   // Declared before the open files so that it outlives their writers.
   std::unique_ptr<UploadQueue> uploads_;
 

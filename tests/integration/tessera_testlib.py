@@ -238,6 +238,8 @@ class Harness:
         """tessera mount -d (logging into the temp dir); the mount point is cleaned up later."""
         mp = self.register_mount_point(mp)
         log = os.path.join(self.tmp, "mount.log")
+        if "--cache-dir" not in extra:  # keep test caches out of the system's
+            extra = ("--cache-dir", os.path.join(self.tmp, "cache"), *extra)
         return self.run("mount", "-d", "--log", log, *extra, meta_url, mp, timeout=timeout)
 
     def umount(self, mp: str, timeout: float = 90) -> Result:
