@@ -24,8 +24,10 @@ Result<std::shared_ptr<const std::string>> BlockReader::FetchBlock(SliceId id, u
   const uint64_t this_size = std::min<uint64_t>(bs, size - index * bs);
   const std::string key = store_->BlockKey(id, index, this_size);
   if (cache_ != nullptr) {
-    auto block = std::make_shared<std::string>(this_size, '\0');
-    if (cache_->Read(key, 0, this_size, block->data())) return std::shared_ptr<const std::string>(block);
+    auto block = std::make_shared<std::string>();
+    if (cache_->ReadBlock(key, block.get()) && block->size() == this_size) {
+      return std::shared_ptr<const std::string>(block);
+    }
   }
   std::shared_ptr<Flight> flight;
   bool leader = false;
