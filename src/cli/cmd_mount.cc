@@ -23,6 +23,7 @@
 #include "kv/kv.h"
 #include "meta/meta.h"
 #include "object/object_store.h"
+#include "object/retry_store.h"
 #include "vfs/vfs.h"
 
 namespace tessera {
@@ -118,9 +119,10 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   auto meta = Meta::Open(std::move(*kv));
   if (!meta.ok()) return meta.status();
   const VolumeSettings& s = (*meta)->settings();
-  auto objects = OpenObjectStore(s.storage, s.bucket);
-  if (!objects.ok()) return objects.status().WithContext("bucket " + s.bucket);
-  SliceStore slices(s.name, s.block_size, objects->get());
+  auto opened = OpenObjectStore(s.storage, s.bucket);
+  if (!opened.ok()) return opened.status().WithContext("bucket " + s.bucket);
+  RetryStore objects(std::move(*opened));
+  SliceStore slices(s.name, s.block_size, &objects);
   // Each volume caches in its own directory: blocks of two volumes never mix.
   CacheOptions cache_options = cfg.cache;
   // A local-directory bucket is a local disk already: copying its blocks to
