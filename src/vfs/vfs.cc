@@ -336,7 +336,6 @@ Status Vfs::Fsync(const Context& ctx, InodeId ino, uint64_t handle) {
 
 Status Vfs::Release(InodeId ino, uint64_t handle, std::optional<uint64_t> flock_owner) {
   std::shared_ptr<FileHandle> h;
-  bool last = false;
   {
     std::lock_guard lock(mu_);
     auto it = handles_.find(handle);
@@ -351,12 +350,8 @@ Status Vfs::Release(InodeId ino, uint64_t handle, std::optional<uint64_t> flock_
   }
   {
     std::lock_guard lock(mu_);
-    if (--h->file->handles == 0) {
-      files_.erase(ino);
-      last = true;
-    }
+    if (--h->file->handles == 0) files_.erase(ino);
   }
-  (void)last;
   Status closed = meta_->OnClose(ino);
   return st.ok() ? closed : st;
 }
