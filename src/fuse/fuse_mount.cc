@@ -204,6 +204,7 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto r = vfs->Open(ContextOf(req), Ino(ino), fi->flags);
   if (!r.ok()) return ReplyError(req, r.status());
   fi->fh = *r;
+  fi->keep_cache = vfs->KeepCache(*r);
   if (fuse_reply_open(req, fi) != 0) (void)vfs->Release(Ino(ino), *r);
 }
 

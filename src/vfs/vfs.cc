@@ -65,6 +65,7 @@ struct Vfs::FileHandle {
   uint64_t next_offset = 0;    // guarded by read_mu
   uint64_t window = 0;         // guarded by read_mu; 0 = random reader
   uint64_t prefetched_to = 0;  // guarded by read_mu
+  bool keep_cache = false;     // set once at open
 };
 
 // A directory stream: keeps the last page fetched, because the kernel often
@@ -202,13 +203,28 @@ Result<uint64_t> Vfs::Open(const Context& ctx, InodeId ino, int flags) {
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
   if (a.IsDir()) return Status(StatusCode::kIsDir, "is a directory");
   // The kernel passes O_TRUNC here instead of a separate truncate.
-  if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && a.IsFile()) {
+  const bool truncate = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && a.IsFile();
+  if (truncate) {
     SetAttrRequest req;
     req.size = 0;
-    ASSIGN_OR_RETURN(Attr truncated, SetAttr(ctx, ino, req));
-    (void)truncated;
+    ASSIGN_OR_RETURN(a, SetAttr(ctx, ino, req));
   }
-  return AddHandle(ino, flags);
+  const uint64_t id = AddHandle(ino, flags);
+  // Close-to-open: cached pages stay only if the file is as it was.
+  constexpr size_t kMaxSeen = 1 << 20;  // bounds the memory of the table
+  std::lock_guard lock(mu_);
+  const std::pair<int64_t, uint64_t> version{a.mtime_ns, a.length};
+  auto seen = seen_versions_.find(ino);
+  const bool unchanged = !truncate && seen != seen_versions_.end() && seen->second == version;
+  if (seen_versions_.size() >= kMaxSeen) seen_versions_.clear();
+  seen_versions_[ino] = version;
+  if (auto h = handles_.find(id); h != handles_.end()) h->second->keep_cache = unchanged;
+  return id;
+}
+
+bool Vfs::KeepCache(uint64_t handle) {
+  auto h = FindHandle(handle);
+  return h && h->keep_cache;
 }
 
 Result<size_t> Vfs::Read(const Context&, InodeId ino, uint64_t handle, uint64_t offset,
@@ -288,6 +304,11 @@ Result<size_t> Vfs::Write(const Context&, InodeId ino, uint64_t handle, uint64_t
   if (offset + data.size() > kMaxFileSize) return Status(StatusCode::kTooBig, "file too large");
   // Refuse a write that cannot fit before buffering any of it.
   RETURN_IF_ERROR(CheckCapacity(ino, offset + data.size()));
+  {
+    // The next open cannot know which version the kernel's pages hold.
+    std::lock_guard lock(mu_);
+    seen_versions_.erase(ino);
+  }
   RETURN_IF_ERROR(h->file->writer.Write(offset, data));
   return data.size();
 }

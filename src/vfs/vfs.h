@@ -87,6 +87,10 @@ class Vfs {
   Result<EntryInfo> Create(const Context& ctx, InodeId parent, std::string_view name,
                            uint32_t mode, int flags, uint64_t* handle);
   Result<uint64_t> Open(const Context& ctx, InodeId ino, int flags);
+  // True when the kernel may keep the pages it cached of the file opened as
+  // `handle`: the file has the same mtime and length as when this mount
+  // last opened it, and this mount has not written it since.
+  bool KeepCache(uint64_t handle);
   Result<size_t> Read(const Context& ctx, InodeId ino, uint64_t handle, uint64_t offset,
                       size_t size, char* out);
   Result<size_t> Write(const Context& ctx, InodeId ino, uint64_t handle, uint64_t offset,
@@ -172,6 +176,8 @@ class Vfs {
   std::unordered_map<InodeId, std::shared_ptr<OpenFile>> files_;         // guarded by mu_
   std::unordered_map<uint64_t, std::shared_ptr<FileHandle>> handles_;    // guarded by mu_
   std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs_;        // guarded by mu_
+  // (mtime, length) of files when last opened here, for KeepCache.
+  std::unordered_map<InodeId, std::pair<int64_t, uint64_t>> seen_versions_;  // guarded by mu_
 };
 
 }  // namespace tessera

@@ -176,5 +176,32 @@ TEST_F(VfsTest, NoatimeNeverTouchesAtime) {
   ASSERT_TRUE(vfs_->Release(e->inode, h).ok());
 }
 
+TEST_F(VfsTest, KernelCacheIsKeptOnlyForUnchangedFiles) {
+  uint64_t h = 0;
+  auto e = vfs_->Create(ctx_, kRootInode, "k", 0644, O_RDWR, &h);
+  ASSERT_TRUE(vfs_->Write(ctx_, e->inode, h, 0, "v1").ok());
+  ASSERT_TRUE(vfs_->Release(e->inode, h).ok());
+  auto first = vfs_->Open(ctx_, e->inode, O_RDONLY);
+  EXPECT_FALSE(vfs_->KeepCache(*first));  // never seen before
+  ASSERT_TRUE(vfs_->Release(e->inode, *first).ok());
+  auto second = vfs_->Open(ctx_, e->inode, O_RDONLY);
+  EXPECT_TRUE(vfs_->KeepCache(*second));
+  ASSERT_TRUE(vfs_->Release(e->inode, *second).ok());
+  // Written here since: the pages may not match.
+  auto w = vfs_->Open(ctx_, e->inode, O_WRONLY);
+  ASSERT_TRUE(vfs_->Write(ctx_, e->inode, *w, 0, "v2").ok());
+  ASSERT_TRUE(vfs_->Release(e->inode, *w).ok());
+  auto third = vfs_->Open(ctx_, e->inode, O_RDONLY);
+  EXPECT_FALSE(vfs_->KeepCache(*third));
+  ASSERT_TRUE(vfs_->Release(e->inode, *third).ok());
+  // Changed by someone else (another mount): mtime moved.
+  SetAttrRequest touch;
+  touch.mtime_ns = 42;
+  ASSERT_TRUE(meta_->SetAttr(ctx_, e->inode, touch).ok());
+  auto fourth = vfs_->Open(ctx_, e->inode, O_RDONLY);
+  EXPECT_FALSE(vfs_->KeepCache(*fourth));
+  ASSERT_TRUE(vfs_->Release(e->inode, *fourth).ok());
+}
+
 }  // namespace
 }  // namespace tessera
