@@ -459,8 +459,8 @@ def main():
         f"{human(r)}: " + ", ".join(f"{n} {get(f'{human(r)} ops per pass', n) or 0:,.0f}" for n in names)
         for r in rand_sizes))
     print("fusefloor cold: one FUSE round trip per read (its data is in its memory); fusefloor warm: "
-          "the kernel page cache (keep_cache), no round trip.\nrclone, tessera warm: a round trip "
-          "per read (no keep_cache), answered from their caches and the OS page cache of their files")
+          "the kernel page cache (keep_cache), no round trip.\nrclone warm: a round trip per read "
+          "(no keep_cache); tessera warm: the kernel page cache, kept because the file is unchanged")
     for rsize in rand_sizes:
         v = ratio(get(f"{human(rsize)} warm, IOPS", "tessera"), get(f"{human(rsize)} warm, IOPS", "rclone"))
         if v is not None:
