@@ -10,11 +10,11 @@
 #include <climits>
 #include <cstring>
 #include <memory>
-#include <random>
 #include <vector>
 
 #include "common/coding.h"
 #include "common/crc32c.h"
+#include "common/random.h"
 
 namespace tessera::blockfile {
 namespace {
@@ -30,21 +30,6 @@ int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;  // lower case is not canonical
-}
-
-std::string RandomSuffix() {
-  thread_local std::mt19937_64 rng([] {
-    std::random_device rd;
-    return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  }());
-  static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t v = rng();
-  std::string out(16, '0');
-  for (char& c : out) {
-    c = kHex[v & 0xf];
-    v >>= 4;
-  }
-  return out;
 }
 
 class FdCloser {
@@ -86,6 +71,17 @@ Result<uint64_t> ParseHeader(const char* h) {
 
 // Fills the buffers of `iov` from `offset` on, looping over short reads.
 // kCorrupt when the file ends first.
+// Moves past `n` bytes already transferred: iov[*i] is the next to use.
+void Advance(std::vector<iovec>& iov, size_t* i, size_t n) {
+  while (n > 0) {
+    size_t take = std::min(n, iov[*i].iov_len);
+    iov[*i].iov_base = static_cast<char*>(iov[*i].iov_base) + take;
+    iov[*i].iov_len -= take;
+    n -= take;
+    if (iov[*i].iov_len == 0) ++*i;
+  }
+}
+
 Status PreadvFull(int fd, std::vector<iovec> iov, uint64_t offset) {
   size_t i = 0;
   while (i < iov.size()) {
@@ -101,14 +97,7 @@ Status PreadvFull(int fd, std::vector<iovec> iov, uint64_t offset) {
     }
     if (n == 0) return Corrupt("file is shorter than its header says");
     offset += static_cast<uint64_t>(n);
-    auto left = static_cast<size_t>(n);
-    while (left > 0) {
-      size_t take = std::min(left, iov[i].iov_len);
-      iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + take;
-      iov[i].iov_len -= take;
-      left -= take;
-      if (iov[i].iov_len == 0) ++i;
-    }
+    Advance(iov, &i, static_cast<size_t>(n));
   }
   return Status::Ok();
 }
@@ -125,14 +114,7 @@ Status WriteAll(int fd, std::vector<iovec> iov) {
       if (errno == EINTR) continue;
       return FromErrno(errno, "write");
     }
-    auto left = static_cast<size_t>(n);
-    while (left > 0) {
-      size_t take = std::min(left, iov[i].iov_len);
-      iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + take;
-      iov[i].iov_len -= take;
-      left -= take;
-      if (iov[i].iov_len == 0) ++i;
-    }
+    Advance(iov, &i, static_cast<size_t>(n));
   }
   return Status::Ok();
 }
@@ -206,7 +188,7 @@ std::optional<std::string> UnescapeKey(std::string_view name) {
 
 Status Write(const std::string& path, std::string_view block) {
   size_t slash = path.rfind('/');
-  std::string tmp = path.substr(0, slash + 1) + std::string(kTempPrefix) + RandomSuffix();
+  std::string tmp = path.substr(0, slash + 1) + std::string(kTempPrefix) + RandomHex16();
   std::string meta = EncodeHeader(block.size());
   for (uint64_t off = 0; off < block.size(); off += kPieceSize) {
     PutBig32(&meta, crc32c::Value(block.data() + off, std::min(kPieceSize, block.size() - off)));

@@ -2,7 +2,8 @@
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <random>
+
+#include "common/random.h"
 
 namespace tessera {
 
@@ -70,9 +71,7 @@ Status ValidateVolumeName(std::string_view name) {
 }
 
 std::string NewUuid() {
-  std::random_device rd;
-  std::mt19937_64 gen((static_cast<uint64_t>(rd()) << 32) ^ rd());
-  uint64_t hi = gen(), lo = gen();
+  uint64_t hi = RandomU64(), lo = RandomU64();
   hi = (hi & 0xffffffffffff0fffull) | 0x0000000000004000ull;
   lo = (lo & 0x3fffffffffffffffull) | 0x8000000000000000ull;
   char buf[37];

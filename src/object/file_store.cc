@@ -9,9 +9,10 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <random>
 #include <utility>
 #include <vector>
+
+#include "common/random.h"
 
 namespace tessera {
 namespace {
@@ -19,21 +20,6 @@ namespace {
 // A Put retries this often when its temporary name is taken or when a
 // concurrent Delete removes the directory it is writing into.
 constexpr int kMaxPutAttempts = 16;
-
-std::string RandomSuffix() {
-  thread_local std::mt19937_64 rng([] {
-    std::random_device rd;
-    return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  }());
-  static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t v = rng();
-  std::string out(16, '0');
-  for (char& c : out) {
-    c = kHex[v & 0xf];
-    v >>= 4;
-  }
-  return out;
-}
 
 int64_t MtimeNanos(const struct stat& st) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
@@ -116,7 +102,7 @@ Result<std::unique_ptr<FileStore>> FileStore::Open(std::string_view root_arg) {
   // A directory can exist and still refuse files (permissions, read-only
   // mounts); find out now rather than on the first upload.
   std::string probe =
-      root + (root == "/" ? "" : "/") + std::string(kTempPrefix) + "probe." + RandomSuffix();
+      root + (root == "/" ? "" : "/") + std::string(kTempPrefix) + "probe." + RandomHex16();
   int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
     return FromErrno(errno, "object store directory '" + root + "' is not writable");
@@ -213,7 +199,7 @@ Status FileStore::Put(std::string_view key, std::string_view data) {
   std::string tmp;
   int fd = -1;
   for (int attempt = 1;; ++attempt) {
-    tmp = dir + "/" + std::string(kTempPrefix) + RandomSuffix();
+    tmp = dir + "/" + std::string(kTempPrefix) + RandomHex16();
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd >= 0) break;
     int err = errno;
