@@ -24,6 +24,7 @@
 #include "meta/meta.h"
 #include "object/object_store.h"
 #include "object/retry_store.h"
+#include "object/writeback_store.h"
 #include "vfs/vfs.h"
 
 namespace tessera {
@@ -52,6 +53,16 @@ Options:
                           for root, ~/.tessera/cache; off by default for
                           volumes on local-directory storage); "none" turns
                           it off
+  --writeback             stage written blocks on local disk, next to the
+                          cache directory (the default one unless
+                          --cache-dir is given, also for local-directory
+                          volumes), and upload them in the background: close
+                          and fsync do not wait for the object store. Until
+                          uploaded, the data is only on this host; staged
+                          blocks survive a crash and are uploaded at the
+                          next mount with the same cache directory
+  --upload-delay SECONDS  with --writeback, how long a staged block waits
+                          before its upload (default 0)
   --cache-size SIZE       disk cache capacity; a plain number is MiB
                           (default 102400, i.e. 100 GiB)
   --free-space-ratio R    keep this fraction of the cache disk free (default 0.1)
@@ -80,7 +91,13 @@ struct MountConfig {
   int heartbeat_s = 12;
   bool debug = false;
   bool cache_dir_given = false;  // --cache-dir on the command line
+  bool writeback = false;
+  double upload_delay_s = 0;
 };
+
+// How long an unmount keeps trying to upload staged blocks while none
+// succeeds; after that they stay staged for the next mount.
+constexpr auto kDrainStallLimit = std::chrono::minutes(5);
 
 Result<double> ParseSeconds(const std::string& text, const std::string& what) {
   char* end = nullptr;
@@ -121,8 +138,25 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   const VolumeSettings& s = (*meta)->settings();
   auto opened = OpenObjectStore(s.storage, s.bucket);
   if (!opened.ok()) return opened.status().WithContext("bucket " + s.bucket);
-  RetryStore objects(std::move(*opened));
-  SliceStore slices(s.name, s.block_size, &objects);
+  std::unique_ptr<ObjectStore> objects = std::make_unique<RetryStore>(std::move(*opened));
+  WritebackStore* writeback = nullptr;
+  if (cfg.writeback) {
+    // Next to the volume's cache directory, not inside it: the cache owns
+    // and cleans what is in there.
+    WritebackOptions wo;
+    // Absolute: `tessera status` tells sessions apart by host and directory.
+    std::error_code ec;
+    wo.dir = std::filesystem::absolute(cfg.cache.disk_dir, ec).lexically_normal().string();
+    while (wo.dir.size() > 1 && wo.dir.back() == '/') wo.dir.pop_back();
+    wo.dir += "/" + s.uuid + "-staging";
+    wo.upload_delay = std::chrono::milliseconds(static_cast<int64_t>(cfg.upload_delay_s * 1000));
+    wo.max_uploads = cfg.vfs.max_uploads;
+    auto staged = WritebackStore::Open(std::move(objects), wo);
+    if (!staged.ok()) return staged.status().WithContext("--writeback");
+    writeback = staged->get();
+    objects = std::move(*staged);
+  }
+  SliceStore slices(s.name, s.block_size, objects.get());
   // Each volume caches in its own directory: blocks of two volumes never mix.
   CacheOptions cache_options = cfg.cache;
   // A local-directory bucket is a local disk already: copying its blocks to
@@ -144,8 +178,13 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
 
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
-  RETURN_IF_ERROR((*meta)->StartSession(
-      SessionInfo{host, static_cast<uint32_t>(getpid()), cfg.mount_point, kVersion}));
+  SessionInfo session{host, static_cast<uint32_t>(getpid()), cfg.mount_point, kVersion};
+  if (writeback != nullptr) {
+    session.staging_dir = writeback->dir();
+    session.pending_uploads = writeback->Pending().objects;  // left by an earlier run
+    session.pending_upload_bytes = writeback->Pending().bytes;
+  }
+  RETURN_IF_ERROR((*meta)->StartSession(session));
 
   std::mutex mu;
   std::condition_variable cv;
@@ -155,9 +194,39 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
     while (!cv.wait_for(lock, std::chrono::seconds(cfg.heartbeat_s), [&] { return stopping; })) {
       lock.unlock();
       if (Status st = (*meta)->Heartbeat(); !st.ok()) LogWarn("heartbeat: " + st.ToString());
+      // Slices replaced by compaction (here or on any client) go once due.
+      if (auto n = vfs.DeleteDueSlices(); !n.ok()) LogWarn("deleting slices: " + n.status().ToString());
       lock.lock();
     }
   });
+  // With --writeback the session shows how much this host still has to
+  // upload: updated within a second of a change, and at every heartbeat.
+  std::thread reporter;
+  if (writeback != nullptr) {
+    reporter = std::thread([&] {
+      PendingUploads reported{session.pending_uploads, session.pending_upload_bytes};
+      auto last = std::chrono::steady_clock::now();
+      std::unique_lock lock(mu);
+      while (!cv.wait_for(lock, std::chrono::seconds(1), [&] { return stopping; })) {
+        lock.unlock();
+        const PendingUploads now = writeback->Pending();
+        const auto t = std::chrono::steady_clock::now();
+        if (now.objects != reported.objects || now.bytes != reported.bytes ||
+            t - last >= std::chrono::seconds(cfg.heartbeat_s)) {
+          SessionInfo info = session;
+          info.pending_uploads = now.objects;
+          info.pending_upload_bytes = now.bytes;
+          if (Status st = (*meta)->UpdateSession(info); st.ok()) {
+            reported = now;
+            last = t;
+          } else {
+            LogWarn("session update: " + st.ToString());
+          }
+        }
+        lock.lock();
+      }
+    });
+  }
 
   FuseOptions fo;
   fo.mount_point = cfg.mount_point;
@@ -166,19 +235,33 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   fo.allow_other = geteuid() == 0;
   fo.debug = cfg.debug;
   Status served = ServeFuse(&vfs, fo, [&] {
+    // Before the pid file: whoever sees the mount ready can find its URL.
+    if (!WriteUrlFile(cfg.mount_point, AbsoluteMetaUrl(cfg.meta_url))) {
+      LogWarn("cannot write " + UrlFileFor(cfg.mount_point) +
+              ": 'tessera info' will not find this mount's volume");
+    }
     WritePidFile(cfg.mount_point);
     LogInfo("mounted volume " + s.name + " at " + cfg.mount_point);
     ready("");
   });
   if (Status st = vfs.FlushAll(); !st.ok()) LogError("flush at unmount: " + st.ToString());
+  // Merges write blocks too: they must be done before the last uploads.
+  vfs.compactor().Stop();
+  if (writeback != nullptr) {
+    if (Status st = writeback->Drain(kDrainStallLimit); !st.ok()) {
+      LogError("at unmount: " + st.ToString());
+    }
+  }
   {
     std::lock_guard lock(mu);
     stopping = true;
   }
   cv.notify_all();
   heartbeat.join();
+  if (reporter.joinable()) reporter.join();
   if (Status st = (*meta)->EndSession(); !st.ok()) LogWarn("ending session: " + st.ToString());
   if (served.ok()) LogInfo("unmounted " + cfg.mount_point);
+  RemoveUrlFile(cfg.mount_point);
   // Last: `tessera umount` waits for the pid file to go.
   RemovePidFile(cfg.mount_point);
   return served;
@@ -243,10 +326,11 @@ int RunMount(int argc, char** argv) {
   Args args;
   args.Flag("background", "-d");
   args.Flag("debug");
+  args.Flag("writeback");
   for (const char* v : {"log", "attr-cache", "entry-cache", "dir-entry-cache", "max-threads",
                         "heartbeat", "atime-mode", "buffer-size", "max-uploads", "max-downloads",
                         "prefetch", "cache-dir", "cache-size", "free-space-ratio",
-                        "memory-cache"}) {
+                        "memory-cache", "upload-delay"}) {
     args.Value(v);
   }
   if (Status st = args.Parse(argc, argv, 2); !st.ok()) return Fail("mount", st);
@@ -323,6 +407,17 @@ int RunMount(int argc, char** argv) {
   cfg.cache.disk_dir = args.Get("cache-dir", DefaultCacheDir());
   cfg.cache_dir_given = args.Has("cache-dir");
   if (cfg.cache.disk_dir == "none") cfg.cache.disk_dir.clear();
+  cfg.writeback = args.Has("writeback");
+  if (cfg.writeback && cfg.cache.disk_dir.empty()) {
+    return Fail("mount", "--writeback stages blocks in the cache directory; it cannot be used "
+                         "with --cache-dir none");
+  }
+  if (auto v = args.Get("upload-delay")) {
+    if (!cfg.writeback) return Fail("mount", "--upload-delay needs --writeback");
+    auto seconds = ParseSeconds(*v, "--upload-delay");
+    if (!seconds.ok()) return Fail("mount", seconds.status());
+    cfg.upload_delay_s = *seconds;
+  }
   for (auto [flag, field, most] : {std::tuple{"max-downloads", &cfg.vfs.max_downloads, 1000ul},
                                    std::tuple{"prefetch", &cfg.vfs.prefetch_blocks, 1000ul}}) {
     if (auto v = args.Get(flag)) {

@@ -1,5 +1,7 @@
 #include <cstdio>
 #include <ctime>
+#include <map>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "cli/args.h"
@@ -14,6 +16,8 @@ namespace {
 constexpr const char* kHelp = R"(Usage: tessera status META-URL
 
 Print the volume's settings, usage and live client sessions as JSON.
+Sessions of mounts with --writeback show their staging directory and how
+many written blocks (bytes) wait there for upload; usage sums them.
 )";
 
 std::string FormatTime(int64_t ns) {
@@ -50,6 +54,20 @@ int RunStatus(int argc, char** argv) {
   out["usage"] = {{"used_space", stats->used_space},
                   {"used_space_human", FormatBytes(stats->used_space)},
                   {"used_inodes", stats->used_inodes}};
+  // Slices replaced by compaction, deleted by the mounts once their grace ends.
+  auto delayed = (*meta)->CountDelayedSlices();
+  if (!delayed.ok()) return Fail("status", delayed.status());
+  out["usage"]["slices_pending_deletion"] = *delayed;
+  // Blocks written with --writeback and not uploaded yet, by staging
+  // directory: a session that took a directory over (the highest id on that
+  // host) reports for it; earlier sessions there ended without cleaning up.
+  std::map<std::pair<std::string, std::string>, uint64_t> staging_owner;
+  for (const SessionRecord& r : *sessions) {
+    if (r.info.staging_dir.empty()) continue;
+    uint64_t& owner = staging_owner[{r.info.host, r.info.staging_dir}];
+    owner = std::max(owner, r.id.value());
+  }
+  uint64_t pending_blocks = 0, pending_bytes = 0;
   out["sessions"] = nlohmann::ordered_json::array();
   for (const SessionRecord& r : *sessions) {
     out["sessions"].push_back({{"sid", r.id.value()},
@@ -58,7 +76,21 @@ int RunStatus(int argc, char** argv) {
                                {"mount_point", r.info.mount_point},
                                {"version", r.info.version},
                                {"heartbeat", FormatTime(r.heartbeat_ns)}});
+    if (r.info.staging_dir.empty()) continue;
+    auto& j = out["sessions"].back();
+    j["staging_dir"] = r.info.staging_dir;
+    const uint64_t owner = staging_owner[{r.info.host, r.info.staging_dir}];
+    if (owner != r.id.value()) {
+      j["staging_taken_over_by"] = owner;
+      continue;
+    }
+    j["blocks_pending_upload"] = r.info.pending_uploads;
+    j["bytes_pending_upload"] = r.info.pending_upload_bytes;
+    pending_blocks += r.info.pending_uploads;
+    pending_bytes += r.info.pending_upload_bytes;
   }
+  out["usage"]["blocks_pending_upload"] = pending_blocks;
+  out["usage"]["bytes_pending_upload"] = pending_bytes;
   std::printf("%s\n", out.dump(2).c_str());
   return 0;
 }

@@ -22,7 +22,8 @@ constexpr const char* kHelp = R"(Usage: tessera umount [OPTIONS] MOUNTPOINT
 
 Unmount a tessera volume. Everything written through the mount is already
 committed when the last file is closed; umount then waits for the mount's
-daemon to end its session and exit.
+daemon to end its session and exit (a --writeback mount first uploads the
+blocks it still has staged: allow for it in --timeout).
 
 Options:
   --lazy          detach now even if files are open; the daemon exits when

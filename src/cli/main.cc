@@ -28,6 +28,9 @@ Commands:
   mount     mount a volume through FUSE
   umount    unmount a volume, flushing everything
   status    show a volume's settings and live sessions
+  info      show a path's inode, chunks, slices and block objects
+  bench     benchmark a directory (big file, small files, stat)
+  compact   merge the slices of files into one per chunk
   version   print the version
 
 Run 'tessera COMMAND --help' for the options of a command.
@@ -49,6 +52,9 @@ int main(int argc, char** argv) {
   if (command == "mount") return RunMount(argc, argv);
   if (command == "umount" || command == "unmount") return RunUmount(argc, argv);
   if (command == "status") return RunStatus(argc, argv);
+  if (command == "info") return RunInfo(argc, argv);
+  if (command == "bench") return RunBench(argc, argv);
+  if (command == "compact") return RunCompact(argc, argv);
   if (command == "version" || command == "--version" || command == "-V") {
     std::printf("tessera %s\n", kVersion);
     return 0;

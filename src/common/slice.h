@@ -21,6 +21,12 @@ struct SliceRecord {
   bool operator==(const SliceRecord&) const = default;
 };
 
+// A slice record and the chunk of a file it goes into.
+struct ChunkSlice {
+  uint32_t chunk = 0;
+  SliceRecord record;
+};
+
 // A slice whose blocks may be deleted: its id and total size.
 struct SliceRef {
   SliceId id;

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <mutex>
+#include <algorithm>
 #include <thread>
 #include <random>
 #include <set>
@@ -11,6 +13,7 @@
 #include "data/file_reader.h"
 #include "cache/block_cache.h"
 #include "data/block_reader.h"
+#include "data/compactor.h"
 #include "data/file_writer.h"
 #include "data/slice_store.h"
 #include "object/object_store.h"
@@ -22,16 +25,50 @@ namespace {
 class MemoryChunks : public ChunkMeta {
  public:
   Result<SliceId> NewSlice() override { return SliceId(++next_); }
-  Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk) override {
-    return chunks_[{ino.value(), chunk}];
-  }
-  Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& s, int64_t) override {
+  Result<std::vector<std::pair<uint32_t, size_t>>> CommitSlices(
+      InodeId ino, const std::vector<ChunkSlice>& slices, int64_t) override {
+    std::lock_guard lock(mu_);
     if (fail_commits_) return Status(StatusCode::kNoSpace, "full");
-    chunks_[{ino.value(), chunk}].push_back(s);
-    length_ = std::max<uint64_t>(length_, uint64_t{chunk} * kChunkSize + s.pos + s.len);
+    std::map<uint32_t, size_t> counts;
+    for (const ChunkSlice& s : slices) {
+      auto& records = chunks_[{ino.value(), s.chunk}];
+      records.push_back(s.record);
+      counts[s.chunk] = records.size();
+      length_ = std::max<uint64_t>(length_, uint64_t{s.chunk} * kChunkSize + s.record.pos + s.record.len);
+    }
     commits_++;
+    return std::vector<std::pair<uint32_t, size_t>>(counts.begin(), counts.end());
+  }
+  Status ReplaceRecords(InodeId ino, uint32_t chunk, size_t first,
+                        const std::vector<SliceRecord>& old, const std::vector<SliceRecord>& merged,
+                        int64_t) override {
+    std::lock_guard lock(mu_);
+    auto& records = chunks_[{ino.value(), chunk}];
+    if (records.size() < first + old.size() ||
+        !std::equal(old.begin(), old.end(), records.begin() + static_cast<std::ptrdiff_t>(first))) {
+      return Status(StatusCode::kBusy, "changed");
+    }
+    records.erase(records.begin() + static_cast<std::ptrdiff_t>(first),
+                  records.begin() + static_cast<std::ptrdiff_t>(first + old.size()));
+    records.insert(records.begin() + static_cast<std::ptrdiff_t>(first), merged.begin(), merged.end());
+    for (const SliceRecord& r : old) {
+      bool kept = std::any_of(records.begin(), records.end(), [&](const SliceRecord& k) { return k.id == r.id; });
+      if (!kept && r.id.value() != 0) replaced_.push_back({r.id, r.size});
+    }
+    replacements_++;
     return Status::Ok();
   }
+  Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk) override {
+    std::lock_guard lock(mu_);
+    return chunks_[{ino.value(), chunk}];
+  }
+  std::vector<SliceRecord> Records(uint64_t ino, uint32_t chunk) {
+    std::lock_guard lock(mu_);
+    return chunks_[{ino, chunk}];
+  }
+  std::mutex mu_;
+  std::vector<SliceRef> replaced_;
+  int replacements_ = 0;
   uint64_t length_ = 0;
   int commits_ = 0;
   bool fail_commits_ = false;
@@ -154,12 +191,158 @@ TEST_F(DataTest, OverwritesAndHolesMatchAModel) {
   EXPECT_EQ(ReadAll(model.size()), model);
 }
 
+// Random overlapping writes, each flushed: one record per write.
+std::string WriteRandomly(FileWriter& w, int writes, uint64_t span, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string model;
+  for (int i = 0; i < writes; ++i) {
+    uint64_t off = rng() % span;
+    size_t len = 1 + rng() % 5000;
+    std::string piece(len, static_cast<char>('a' + rng() % 26));
+    if (model.size() < off + len) model.resize(off + len, '\0');
+    model.replace(off, len, piece);
+    EXPECT_TRUE(w.Write(off, piece).ok());
+    EXPECT_TRUE(w.Flush().ok());
+  }
+  return model;
+}
+
+TEST_F(DataTest, FullCompactionMergesAChunkIntoOneSlice) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
+  const std::string model = WriteRandomly(w, 120, 200 * 1024, 5);
+  ASSERT_EQ(chunks_.Records(2, 0).size(), 120u);
+  Compactor compactor(&chunks_, reader_.get(), CompactOptions{});
+  auto r = compactor.CompactChunk(InodeId(2), 0, true);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->merged);
+  EXPECT_EQ(r->records_before, 120u);
+  EXPECT_EQ(r->records_after, 1u);
+  ASSERT_EQ(chunks_.Records(2, 0).size(), 1u);
+  // Every old slice is handed over for deletion, and deleting them all
+  // leaves the file intact: it reads from the new slice only.
+  EXPECT_EQ(chunks_.replaced_.size(), 120u);
+  for (const SliceRef& s : chunks_.replaced_) ASSERT_TRUE(slices_->Delete(s).ok());
+  EXPECT_EQ(ReadAll(model.size()), model);
+  // One record left: nothing to gain.
+  EXPECT_FALSE(compactor.CompactChunk(InodeId(2), 0, true)->merged);
+}
+
+TEST_F(DataTest, CompactionKeepsZerosBelowAndLeavesEdgesOut) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
+  ASSERT_TRUE(w.Write(100000, std::string(1000, 'a')).ok());
+  ASSERT_TRUE(w.Flush().ok());
+  ASSERT_TRUE(w.Write(150000, std::string(1000, 'b')).ok());
+  ASSERT_TRUE(w.Flush().ok());
+  Compactor compactor(&chunks_, reader_.get(), CompactOptions{});
+  ASSERT_TRUE(compactor.CompactChunk(InodeId(2), 0, true)->merged);
+  const auto records = chunks_.Records(2, 0);
+  ASSERT_EQ(records.size(), 1u);
+  // Zeros before the first byte and after the last are not stored.
+  EXPECT_EQ(records[0].pos, 100000u);
+  EXPECT_EQ(records[0].len, 51000u);
+  std::string model(151000, '\0');
+  model.replace(100000, 1000, std::string(1000, 'a'));
+  model.replace(150000, 1000, std::string(1000, 'b'));
+  EXPECT_EQ(ReadAll(model.size()), model);
+}
+
+TEST_F(DataTest, BackgroundCompactionKeepsLargeVisibleSlices) {
+  CompactOptions options;
+  options.threshold = 8;
+  options.keep_slice_bytes = 64 * 1024;
+  Compactor compactor(&chunks_, reader_.get(), options);
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_, &compactor);
+  // A log: one large slice, then small appends, each flushed.
+  std::string model(256 * 1024, 'L');
+  ASSERT_TRUE(w.Write(0, model).ok());
+  ASSERT_TRUE(w.Flush().ok());
+  const SliceId large = chunks_.Records(2, 0)[0].id;
+  for (int i = 0; i < 7; ++i) {
+    std::string piece(300, static_cast<char>('a' + i));
+    ASSERT_TRUE(w.Write(model.size(), piece).ok());
+    model += piece;
+    ASSERT_TRUE(w.Flush().ok());
+  }
+  compactor.WaitIdle();
+  const auto records = chunks_.Records(2, 0);
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].id, large);  // not rewritten
+  EXPECT_EQ(records[1].pos, 256u * 1024);
+  EXPECT_EQ(records[1].len, 7u * 300);
+  EXPECT_EQ(chunks_.replaced_.size(), 7u);
+  EXPECT_EQ(ReadAll(model.size()), model);
+  // Random overwrites hide the large slice: it is merged too.
+  for (int i = 0; i < 8; ++i) {
+    std::string piece(100, static_cast<char>('A' + i));
+    ASSERT_TRUE(w.Write(i * 20000, piece).ok());
+    model.replace(i * 20000, 100, piece);
+    ASSERT_TRUE(w.Flush().ok());
+  }
+  compactor.WaitIdle();
+  // The sixth overwrite reached the threshold and everything was merged;
+  // the last two came after (or in time to be merged too).
+  const auto after = chunks_.Records(2, 0);
+  ASSERT_GE(after.size(), 1u);
+  EXPECT_LE(after.size(), 3u);
+  EXPECT_NE(after[0].id, large);
+  EXPECT_EQ(after[0].pos, 0u);
+  EXPECT_EQ(after[0].len, model.size());
+  EXPECT_EQ(ReadAll(model.size()), model);
+}
+
+TEST_F(DataTest, ReadsDuringCompactionReturnTheRightBytes) {
+  FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
+  const std::string model = WriteRandomly(w, 60, 300 * 1024, 9);
+  Compactor compactor(&chunks_, reader_.get(), CompactOptions{});
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0}, reads{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&, t] {
+      std::mt19937 rng(100 + t);
+      std::string buf;
+      while (!stop) {
+        const uint64_t off = rng() % model.size();
+        const size_t len = 1 + rng() % 70000;
+        buf.assign(len, '\0');
+        auto n = ReadFile(chunks_, *reader_, InodeId(2), model.size(), off, len, false, buf.data());
+        if (!n.ok() || buf.substr(0, *n) != model.substr(off, *n)) bad++;
+        reads++;
+      }
+    });
+  }
+  // Churn: rewrite pieces with the bytes they already hold (new slices,
+  // same content), merge, and delete the replaced slices at once, without
+  // any grace period: readers holding old records must find the new ones.
+  std::mt19937 rng(3);
+  for (int round = 0; round < 40; ++round) {
+    for (int i = 0; i < 5; ++i) {
+      const uint64_t off = rng() % (model.size() - 5000);
+      ASSERT_TRUE(w.Write(off, std::string_view(model).substr(off, 1 + rng() % 5000)).ok());
+      ASSERT_TRUE(w.Flush().ok());
+    }
+    ASSERT_TRUE(compactor.CompactChunk(InodeId(2), 0, true).ok());
+    std::vector<SliceRef> gone;
+    {
+      std::lock_guard lock(chunks_.mu_);
+      gone.swap(chunks_.replaced_);
+    }
+    for (const SliceRef& s : gone) ASSERT_TRUE(slices_->Delete(s).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_GT(reads.load(), 40);
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(ReadAll(model.size()), model);
+}
+
 TEST_F(DataTest, WritesAcrossChunkBoundarySplit) {
   FileWriter w(InodeId(2), &chunks_, slices_.get(), &queue_);
   std::string data(100000, 'q');
   ASSERT_TRUE(w.Write(kChunkSize - 50000, data).ok());
   ASSERT_TRUE(w.Flush().ok());
-  EXPECT_EQ((chunks_.chunks_[{2, 0}].size()), 1u);
+  EXPECT_EQ((chunks_.Records(2, 0).size()), 1u);
   EXPECT_EQ((chunks_.chunks_[{2, 1}].size()), 1u);
   std::string out(100000, '\0');
   auto n = ReadFile(chunks_, *reader_, InodeId(2), kChunkSize + 50000, kChunkSize - 50000,

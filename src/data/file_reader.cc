@@ -23,6 +23,20 @@ Status ForEachChunk(uint64_t offset, uint64_t size, Fn fn) {
   return Status::Ok();
 }
 
+// Reads [begin, end) of a chunk with these records into dst.
+Status ReadChunkRange(BlockReader& reader, const std::vector<SliceRecord>& records,
+                      uint64_t begin, uint64_t end, bool sequential, char* dst) {
+  std::memset(dst, 0, end - begin);
+  for (const Segment& seg : BuildChunkView(records)) {
+    const uint64_t s_begin = std::max<uint64_t>(seg.pos, begin);
+    const uint64_t s_end = std::min<uint64_t>(uint64_t{seg.pos} + seg.len, end);
+    if (s_begin >= s_end || seg.id.value() == 0) continue;
+    RETURN_IF_ERROR(reader.Read(seg.id, seg.size, seg.off + (s_begin - seg.pos), s_end - s_begin,
+                                sequential, dst + (s_begin - begin)));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<size_t> ReadFile(ChunkMeta& index, BlockReader& reader, InodeId ino, uint64_t length,
@@ -32,16 +46,15 @@ Result<size_t> ReadFile(ChunkMeta& index, BlockReader& reader, InodeId ino, uint
   RETURN_IF_ERROR(ForEachChunk(offset, total, [&](uint32_t chunk, uint64_t begin, uint64_t end,
                                                   uint64_t done) -> Status {
     ASSIGN_OR_RETURN(auto records, index.ReadChunk(ino, chunk));
-    char* dst = out + done;
-    std::memset(dst, 0, end - begin);
-    for (const Segment& seg : BuildChunkView(records)) {
-      const uint64_t s_begin = std::max<uint64_t>(seg.pos, begin);
-      const uint64_t s_end = std::min<uint64_t>(uint64_t{seg.pos} + seg.len, end);
-      if (s_begin >= s_end || seg.id.value() == 0) continue;
-      RETURN_IF_ERROR(reader.Read(seg.id, seg.size, seg.off + (s_begin - seg.pos), s_end - s_begin,
-                                  sequential, dst + (s_begin - begin)));
+    for (int attempt = 0;; ++attempt) {
+      Status st = ReadChunkRange(reader, records, begin, end, sequential, out + done);
+      if (st.ok() || attempt == 2) return st;
+      // A compaction elsewhere may have replaced the records read and their
+      // slices may be gone: with new records the read is tried again.
+      ASSIGN_OR_RETURN(auto now, index.ReadChunk(ino, chunk));
+      if (now == records) return st;
+      records = std::move(now);
     }
-    return Status::Ok();
   }));
   return total;
 }

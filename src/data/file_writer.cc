@@ -11,8 +11,9 @@ namespace {
 constexpr size_t kMaxPendingSlices = 64;
 }  // namespace
 
-FileWriter::FileWriter(InodeId ino, ChunkMeta* index, SliceStore* store, UploadQueue* queue)
-    : ino_(ino), index_(index), store_(store), queue_(queue) {}
+FileWriter::FileWriter(InodeId ino, ChunkMeta* index, SliceStore* store, UploadQueue* queue,
+                       Compactor* compactor)
+    : ino_(ino), index_(index), store_(store), queue_(queue), compactor_(compactor) {}
 
 FileWriter::~FileWriter() {
   std::lock_guard lock(mu_);
@@ -140,14 +141,24 @@ Status FileWriter::FlushLocked() {
     DropPending(0);
     return st;
   }
-  size_t committed = 0;
+  // One metadata transaction for everything pending: a file of many small
+  // writes costs one commit per flush, not one per slice.
+  std::vector<ChunkSlice> slices;
+  slices.reserve(pending_.size());
+  int64_t mtime_ns = 0;
   for (const PendingSlice& s : pending_) {
-    st = index_->CommitSlice(ino_, s.chunk, SliceRecord{s.pos, s.id, s.len, 0, s.len}, s.mtime_ns);
-    if (!st.ok()) break;
-    committed++;
+    slices.push_back({s.chunk, SliceRecord{s.pos, s.id, s.len, 0, s.len}});
+    mtime_ns = std::max(mtime_ns, s.mtime_ns);
   }
-  DropPending(committed);
-  return st;
+  if (slices.empty()) return Status::Ok();
+  auto records = index_->CommitSlices(ino_, slices, mtime_ns);
+  if (!records.ok()) {
+    DropPending(0);
+    return records.status();
+  }
+  pending_.clear();
+  if (compactor_ != nullptr) compactor_->OnCommitted(ino_, *records);
+  return Status::Ok();
 }
 
 bool FileWriter::dirty() {

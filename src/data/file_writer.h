@@ -4,7 +4,7 @@
 // blocks are uploaded in the background (UploadQueue) as soon as they fill;
 // Flush uploads the partial last blocks, waits for every upload of the file,
 // and then commits the pending slices to the chunk index in write order (so
-// later writes win on read). Memory is bounded by the UploadQueue's budget:
+// later writes win on read), all in one metadata transaction. Memory is bounded by the UploadQueue's budget:
 // Write waits for room before buffering. Thread-safe: writes and flushes of
 // one file are serialised.
 #pragma once
@@ -20,6 +20,7 @@
 #include "common/status.h"
 #include "common/types.h"
 #include "data/chunk_meta.h"
+#include "data/compactor.h"
 #include "data/slice_store.h"
 #include "data/upload_queue.h"
 
@@ -27,8 +28,10 @@ namespace tessera {
 
 class FileWriter {
  public:
-  // All three must outlive the writer.
-  FileWriter(InodeId ino, ChunkMeta* index, SliceStore* store, UploadQueue* queue);
+  // All must outlive the writer. compactor (may be null) hears of chunks
+  // whose records grow after each commit.
+  FileWriter(InodeId ino, ChunkMeta* index, SliceStore* store, UploadQueue* queue,
+             Compactor* compactor = nullptr);
   // Waits for uploads still running; data not flushed is dropped.
   ~FileWriter();
 
@@ -78,6 +81,7 @@ class FileWriter {
   ChunkMeta* const index_;
   SliceStore* const store_;
   UploadQueue* const queue_;
+  Compactor* const compactor_;
   const std::shared_ptr<Uploads> uploads_ = std::make_shared<Uploads>();
   std::mutex mu_;
   std::vector<PendingSlice> pending_;  // guarded by mu_; in write order

@@ -81,6 +81,17 @@ inline std::string SliceRefs(SliceId id, uint32_t size) {
   PutBig32(&k, size);
   return k;
 }
+// L<due time><slice id><size>: a slice no chunk references any more, whose
+// blocks are deleted at the due time (ns since the epoch), in due order.
+inline std::string DelayedSlice(int64_t due_ns, SliceId id, uint32_t size) {
+  std::string k = "L";
+  PutBig64(&k, static_cast<uint64_t>(due_ns));
+  PutBig64(&k, id.value());
+  PutBig32(&k, size);
+  return k;
+}
+inline std::string DelayedSlicesBegin() { return "L"; }
+inline std::string DelayedSlicesEnd() { return "M"; }
 // C<name>: counters.
 inline std::string Counter(std::string_view name) { return "C" + std::string(name); }
 // SE<sid>: a session; SS<sid><ino>: a file the session holds open after unlink.

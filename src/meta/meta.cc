@@ -121,6 +121,9 @@ std::string EncodeSession(int64_t heartbeat_ns, const SessionInfo& info) {
   j["pid"] = info.pid;
   j["mount_point"] = info.mount_point;
   j["version"] = info.version;
+  if (!info.staging_dir.empty()) j["staging_dir"] = info.staging_dir;
+  j["pending_uploads"] = info.pending_uploads;
+  j["pending_upload_bytes"] = info.pending_upload_bytes;
   out += j.dump();
   return out;
 }
@@ -146,6 +149,16 @@ Status Meta::Heartbeat() {
     PutBig64(&stamp, static_cast<uint64_t>(NowNanos()));
     updated.replace(0, 8, stamp);
     txn.Put(keys::Session(session_), updated);
+    return Status::Ok();
+  });
+}
+
+Status Meta::UpdateSession(const SessionInfo& info) {
+  if (session_.value() == 0) return Status::Ok();
+  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    ASSIGN_OR_RETURN(auto value, txn.Get(keys::Session(session_)));
+    if (!value) return NotFound("session was removed");
+    txn.Put(keys::Session(session_), EncodeSession(NowNanos(), info));
     return Status::Ok();
   });
 }
@@ -178,6 +191,9 @@ Result<std::vector<SessionRecord>> Meta::ListSessions(KvStore& kv) {
         r.info.pid = j.value("pid", 0u);
         r.info.mount_point = j.value("mount_point", "");
         r.info.version = j.value("version", "");
+        r.info.staging_dir = j.value("staging_dir", "");
+        r.info.pending_uploads = j.value("pending_uploads", uint64_t{0});
+        r.info.pending_upload_bytes = j.value("pending_upload_bytes", uint64_t{0});
       }
       out.push_back(std::move(r));
     }
@@ -344,9 +360,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
     return Status::Ok();
   }));
   FreeSlices(freed);
-  // The last handle may have closed while the transaction ran.
-  if (kept.value() != 0 && !IsOpen(kept)) return OnClose(kept);
-  return Status::Ok();
+  return KeepUntilClosed(kept);
 }
 
 Status Meta::Unlink(const Context& ctx, InodeId parent, std::string_view name) {
@@ -448,8 +462,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     return Status::Ok();
   }));
   FreeSlices(freed);
-  if (kept.value() != 0 && !IsOpen(kept)) return OnClose(kept);
-  return Status::Ok();
+  return KeepUntilClosed(kept);
 }
 
 Result<DirPage> Meta::ReadDir(InodeId dir, uint64_t after_cookie, size_t limit, bool plus) {

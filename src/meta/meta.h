@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/status.h"
@@ -69,6 +70,13 @@ struct SessionInfo {
   uint32_t pid = 0;
   std::string mount_point;
   std::string version;
+  // Mounts with --writeback: the directory on `host` where written blocks
+  // are staged, and how many it holds that are not uploaded yet (only this
+  // host has them). A later session with the same host and directory took
+  // the directory over: this one ended without cleaning up.
+  std::string staging_dir{};
+  uint64_t pending_uploads = 0;
+  uint64_t pending_upload_bytes = 0;
 };
 
 struct SessionRecord {
@@ -111,6 +119,9 @@ class Meta {
   // it at unmount. Sessions of all clients are listed by `tessera status`.
   Status StartSession(const SessionInfo& info);
   Status Heartbeat();
+  // A heartbeat that also replaces the session's info (its pending upload
+  // counts change while mounted). kNotFound when the session was removed.
+  Status UpdateSession(const SessionInfo& info);
   Status EndSession();
   SessionId session() const { return session_; }
   static Result<std::vector<SessionRecord>> ListSessions(KvStore& kv);
@@ -161,10 +172,39 @@ class Meta {
   // File data.
   Result<SliceId> NewSlice();
   Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk_index);
-  // Appends a slice to a chunk, extends the length to cover it and sets
-  // mtime/ctime. kNoSpace when the capacity quota would be exceeded.
+  // Appends slices to chunks of a file in one transaction, in order (later
+  // ones hide earlier ones), extends the length to cover them and sets
+  // mtime/ctime. kNoSpace when the capacity quota would be exceeded; nothing
+  // changes then. *records gets, per chunk written, how many records it
+  // holds now (what compaction is decided on).
+  Result<Attr> WriteSlices(InodeId ino, const std::vector<ChunkSlice>& slices, int64_t mtime_ns,
+                           std::vector<std::pair<uint32_t, size_t>>* records = nullptr);
   Result<Attr> WriteSlice(InodeId ino, uint32_t chunk_index, const SliceRecord& slice,
-                          int64_t mtime_ns);
+                          int64_t mtime_ns) {
+    return WriteSlices(ino, {ChunkSlice{chunk_index, slice}}, mtime_ns);
+  }
+
+  // Compaction (meta_compact.cc). Replaces the records [first, first +
+  // old.size()) of a chunk, which must still be exactly `old`, with `merged`
+  // (records holding what readers saw there); records before stay below and
+  // records appended since stay on top. kBusy when the chunk changed
+  // otherwise (truncated, deleted, compacted elsewhere): the caller then
+  // deletes its new slices. Slices no chunk references any more are not
+  // deleted at once, since readers that fetched the old records may still
+  // be reading them: they are queued for deletion at `delete_after_ns`.
+  Status CompactChunk(InodeId ino, uint32_t chunk, size_t first,
+                      const std::vector<SliceRecord>& old,
+                      const std::vector<SliceRecord>& merged, int64_t delete_after_ns);
+  // Slices queued for deletion whose time has come (at most `limit`).
+  struct DelayedSlice {
+    int64_t due_ns = 0;
+    SliceRef slice;
+  };
+  Result<std::vector<DelayedSlice>> DueSlices(int64_t now_ns, size_t limit);
+  // Forgets a queued slice once its blocks are deleted.
+  Status DropDueSlice(const DelayedSlice& slice);
+  // How many slices wait for delayed deletion.
+  Result<uint64_t> CountDelayedSlices();
 
   // Sets the access time only (reads do not change ctime).
   Status TouchAtime(InodeId ino, int64_t atime_ns);
@@ -212,6 +252,9 @@ class Meta {
   Status RenameExchange(InodeId parent, std::string_view name, InodeId new_parent,
                         std::string_view new_name);
   void FreeSlices(const std::vector<SliceRef>& slices);
+  // After a commit that kept an unlinked open inode (0: none): remembers it,
+  // and reclaims it at once if its last handle closed meanwhile.
+  Status KeepUntilClosed(InodeId ino);
 
   std::unique_ptr<KvStore> kv_;
   const VolumeSettings settings_;
@@ -224,6 +267,9 @@ class Meta {
 
   std::mutex open_mu_;
   std::unordered_map<InodeId, int> open_counts_;  // guarded by open_mu_
+  // Inodes this client keeps after their last link went (SS keys), to
+  // reclaim at their last close.
+  std::unordered_set<InodeId> sustained_;  // guarded by open_mu_
 };
 
 }  // namespace tessera

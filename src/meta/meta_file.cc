@@ -91,19 +91,32 @@ Result<std::vector<SliceRecord>> Meta::ReadChunk(InodeId ino, uint32_t chunk_ind
   return out;
 }
 
-Result<Attr> Meta::WriteSlice(InodeId ino, uint32_t chunk_index, const SliceRecord& slice,
-                              int64_t mtime_ns) {
-  if (static_cast<uint64_t>(slice.pos) + slice.len > kChunkSize) return Invalid("slice beyond its chunk");
+Result<Attr> Meta::WriteSlices(InodeId ino, const std::vector<ChunkSlice>& slices,
+                               int64_t mtime_ns, std::vector<std::pair<uint32_t, size_t>>* records) {
+  for (const ChunkSlice& s : slices) {
+    if (uint64_t{s.record.pos} + s.record.len > kChunkSize) return Invalid("slice beyond its chunk");
+  }
   Attr out;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    if (records) records->clear();
     RETURN_IF_ERROR(LoadAttr(txn, ino, &out));
     if (!out.IsFile()) return Invalid("not a regular file");
-    const std::string key = keys::Chunk(ino, chunk_index);
-    ASSIGN_OR_RETURN(auto chunk, txn.Get(key));
-    std::string updated = chunk.value_or("");
-    AppendSliceRecord(&updated, slice);
-    txn.Put(key, updated);
-    uint64_t end = uint64_t{chunk_index} * kChunkSize + slice.pos + slice.len;
+    // Each chunk is read and written once, however many slices it gets.
+    std::map<uint32_t, std::string> chunks;
+    uint64_t end = out.length;
+    for (const ChunkSlice& s : slices) {
+      auto it = chunks.find(s.chunk);
+      if (it == chunks.end()) {
+        ASSIGN_OR_RETURN(auto value, txn.Get(keys::Chunk(ino, s.chunk)));
+        it = chunks.emplace(s.chunk, value.value_or("")).first;
+      }
+      AppendSliceRecord(&it->second, s.record);
+      end = std::max(end, uint64_t{s.chunk} * kChunkSize + s.record.pos + s.record.len);
+    }
+    for (const auto& [chunk, value] : chunks) {
+      txn.Put(keys::Chunk(ino, chunk), value);
+      if (records) records->emplace_back(chunk, value.size() / kSliceRecordSize);
+    }
     if (end > out.length) {
       RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, out.length, end));
       out.length = end;
@@ -275,12 +288,26 @@ bool Meta::IsOpen(InodeId ino) {
   return it != open_counts_.end() && it->second > 0;
 }
 
+Status Meta::KeepUntilClosed(InodeId ino) {
+  if (ino.value() == 0) return Status::Ok();
+  {
+    std::lock_guard lock(open_mu_);
+    sustained_.insert(ino);
+    if (open_counts_.count(ino) > 0) return Status::Ok();
+  }
+  // The last handle closed while the transaction ran.
+  return OnClose(ino);
+}
+
 Status Meta::OnClose(InodeId ino) {
   {
     std::lock_guard lock(open_mu_);
     auto it = open_counts_.find(ino);
     if (it != open_counts_.end() && --it->second <= 0) open_counts_.erase(it);
     if (open_counts_.count(ino) > 0) return Status::Ok();
+    // Only files unlinked while open here have anything to reclaim: the
+    // common close costs no transaction.
+    if (sustained_.count(ino) == 0) return Status::Ok();
   }
   // Reclaim the file if it was unlinked while open here.
   std::vector<SliceRef> freed;
@@ -295,6 +322,10 @@ Status Meta::OnClose(InodeId ino) {
     if (!IsOpen(ino)) txn.Delete(keys::SustainedInode(session_, ino));
     return Status::Ok();
   }));
+  {
+    std::lock_guard lock(open_mu_);
+    if (open_counts_.count(ino) == 0) sustained_.erase(ino);
+  }
   FreeSlices(freed);
   return Status::Ok();
 }

@@ -188,6 +188,24 @@ TEST_P(MetaTest, SessionsAreListedAndRemoved) {
   ASSERT_EQ(list->size(), 1u);
   EXPECT_EQ((*list)[0].info.mount_point, "/mnt/x");
   EXPECT_EQ((*list)[0].info.pid, 42u);
+  EXPECT_EQ((*list)[0].info.pending_uploads, 0u);
+  // A mount with --writeback reports what it still has to upload.
+  SessionInfo info{"host1", 42, "/mnt/x", "0.1.0"};
+  info.staging_dir = "/var/cache/x-staging";
+  info.pending_uploads = 7;
+  info.pending_upload_bytes = 7u << 20;
+  const int64_t before = (*list)[0].heartbeat_ns;
+  ASSERT_TRUE(meta_->UpdateSession(info).ok());
+  list = Meta::ListSessions(meta_->kv());
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].info.pending_uploads, 7u);
+  EXPECT_EQ((*list)[0].info.pending_upload_bytes, 7u << 20);
+  EXPECT_EQ((*list)[0].info.staging_dir, "/var/cache/x-staging");
+  EXPECT_EQ((*list)[0].info.mount_point, "/mnt/x");
+  EXPECT_GE((*list)[0].heartbeat_ns, before);
+  ASSERT_TRUE(meta_->Heartbeat().ok());  // keeps the counts
+  EXPECT_EQ((*Meta::ListSessions(meta_->kv()))[0].info.pending_uploads, 7u);
   ASSERT_TRUE(meta_->EndSession().ok());
   EXPECT_TRUE(Meta::ListSessions(meta_->kv())->empty());
 }

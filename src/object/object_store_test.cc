@@ -15,6 +15,9 @@
 #include <thread>
 #include <vector>
 
+#include "object/memory_store.h"
+#include "object/writeback_store.h"
+
 namespace tessera {
 namespace {
 
@@ -44,10 +47,23 @@ class ObjectStoreTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     std::string bucket;
-    if (GetParam() == "file") {
+    if (GetParam() != "mem") {
       dir_ = MakeTempDir();
       ASSERT_FALSE(dir_.empty()) << "mkdtemp failed";
       bucket = dir_ + "/store";
+    }
+    if (GetParam().starts_with("writeback")) {
+      // Over memory: "writeback-staged" keeps every object staged,
+      // "writeback-uploading" uploads at once, racing with the test.
+      WritebackOptions o;
+      o.dir = bucket;
+      o.upload_delay = std::chrono::milliseconds(GetParam() == "writeback-staged" ? 3600000 : 0);
+      o.max_uploads = 4;
+      o.sync = false;  // thousands of Puts; durability is writeback_store_test's
+      auto wb = WritebackStore::Open(std::make_unique<MemoryStore>(), o);
+      ASSERT_TRUE(wb.ok()) << wb.status().ToString();
+      store_ = std::move(wb).value();
+      return;
     }
     auto store = OpenObjectStore(GetParam(), bucket);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
@@ -341,9 +357,12 @@ TEST_P(ObjectStoreTest, EmptyKeyIsInvalid) {
   EXPECT_EQ(store_->Get("").status().code(), StatusCode::kInvalid);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllStores, ObjectStoreTest, ::testing::Values("file", "mem"),
+INSTANTIATE_TEST_SUITE_P(AllStores, ObjectStoreTest, ::testing::Values("file", "mem", "writeback-staged",
+                                                           "writeback-uploading"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           return info.param;
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
                          });
 
 TEST(OpenObjectStoreTest, UnknownStorageIsInvalid) {

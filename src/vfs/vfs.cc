@@ -10,27 +10,11 @@
 
 #include "common/units.h"
 #include "data/file_reader.h"
+#include "data/readahead.h"
+#include "vfs/meta_chunks.h"
 
 namespace tessera {
 namespace {
-
-// Adapts the metadata layer to what the data layer needs.
-class MetaChunks : public ChunkMeta {
- public:
-  explicit MetaChunks(Meta* meta) : meta_(meta) {}
-  Result<SliceId> NewSlice() override { return meta_->NewSlice(); }
-  Result<std::vector<SliceRecord>> ReadChunk(InodeId ino, uint32_t chunk) override {
-    return meta_->ReadChunk(ino, chunk);
-  }
-  Status CommitSlice(InodeId ino, uint32_t chunk, const SliceRecord& slice,
-                     int64_t mtime_ns) override {
-    auto attr = meta_->WriteSlice(ino, chunk, slice, mtime_ns);
-    return attr.ok() ? Status::Ok() : attr.status();
-  }
-
- private:
-  Meta* meta_;
-};
 
 // Directory entries fetched from metadata per ReadDir call.
 constexpr size_t kDirPage = 1024;
@@ -43,8 +27,9 @@ constexpr uint64_t kAfterDotDot = 2;
 
 // Per open inode: the write buffer shared by all its handles.
 struct Vfs::OpenFile {
-  OpenFile(InodeId ino, ChunkMeta* chunks, SliceStore* slices, UploadQueue* uploads)
-      : writer(ino, chunks, slices, uploads) {}
+  OpenFile(InodeId ino, ChunkMeta* chunks, SliceStore* slices, UploadQueue* uploads,
+           Compactor* compactor)
+      : writer(ino, chunks, slices, uploads, compactor) {}
   FileWriter writer;
   int handles = 0;  // guarded by Vfs::mu_
   // The kernel asks for security.capability before every write(2) to decide
@@ -59,12 +44,7 @@ struct Vfs::FileHandle {
   InodeId ino;
   int flags = 0;
   std::shared_ptr<OpenFile> file;
-  // Readahead: where a sequential reader will read next, how far ahead to
-  // fetch, and how far has been asked for already.
-  std::mutex read_mu;
-  uint64_t next_offset = 0;    // guarded by read_mu
-  uint64_t window = 0;         // guarded by read_mu; 0 = random reader
-  uint64_t prefetched_to = 0;  // guarded by read_mu
+  std::unique_ptr<Readahead> readahead;
   bool keep_cache = false;     // set once at open
 };
 
@@ -82,6 +62,7 @@ Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options, BlockCache* cache)
     : meta_(meta), slices_(slices), options_(options),
       chunks_(std::make_unique<MetaChunks>(meta)),
       reader_(std::make_unique<BlockReader>(slices, cache, options.max_downloads)),
+      compactor_(std::make_unique<Compactor>(chunks_.get(), reader_.get(), options.compact)),
       uploads_(std::make_unique<UploadQueue>(options.max_uploads, options.buffer_bytes)) {
   meta_->SetSliceDeleter([this](const std::vector<SliceRef>& freed) {
     for (const SliceRef& s : freed) (void)slices_->Delete(s);
@@ -111,12 +92,17 @@ uint64_t Vfs::AddHandle(InodeId ino, int flags) {
   {
     std::lock_guard lock(mu_);
     auto& slot = files_[ino];
-    if (!slot) slot = std::make_shared<OpenFile>(ino, chunks_.get(), slices_, uploads_.get());
+    if (!slot) {
+      slot = std::make_shared<OpenFile>(ino, chunks_.get(), slices_, uploads_.get(),
+                                        compactor_.get());
+    }
     slot->handles++;
     id = next_handle_++;
     auto handle = std::make_shared<FileHandle>();
     handle->ino = ino;
     handle->flags = flags;
+    handle->readahead = std::make_unique<Readahead>(
+        slices_->block_size(), options_.prefetch_blocks * slices_->block_size());
     handle->file = slot;
     handles_[id] = std::move(handle);
   }
@@ -234,30 +220,10 @@ Result<size_t> Vfs::Read(const Context&, InodeId ino, uint64_t handle, uint64_t 
   // A reader must see this client's writes: commit them first.
   if (h->file->writer.dirty()) RETURN_IF_ERROR(h->file->writer.Flush());
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
-  const uint64_t block = slices_->block_size();
-  bool sequential;
-  {
-    // The kernel sends readahead requests concurrently, so a sequential
-    // reader's requests may arrive a little out of order.
-    constexpr uint64_t kSlack = 2u << 20;
-    std::lock_guard lock(h->read_mu);
-    sequential = offset <= h->next_offset + kSlack && offset + kSlack >= h->next_offset;
-    h->window = sequential ? std::min(std::max(h->window * 2, block), options_.prefetch_blocks * block)
-                           : 0;
-    if (!sequential) h->prefetched_to = 0;
-  }
+  const bool sequential = h->readahead->Begin(offset, size);
   ASSIGN_OR_RETURN(size_t n, ReadFile(*chunks_, *reader_, ino, a.length, offset, size, sequential, out));
-  uint64_t ahead_from = 0, ahead_to = 0;
-  {
-    std::lock_guard lock(h->read_mu);
-    h->next_offset = sequential ? std::max(h->next_offset, offset + n) : offset + n;
-    if (sequential && h->window > 0) {
-      ahead_from = std::max(h->prefetched_to, offset + n);
-      ahead_to = offset + n + h->window;
-      if (ahead_to > ahead_from) h->prefetched_to = ahead_to;
-    }
-  }
-  if (ahead_to > ahead_from) PrefetchFile(*chunks_, *reader_, ino, a.length, ahead_from, ahead_to - ahead_from);
+  const Readahead::Range ahead = h->readahead->End(offset, n, sequential);
+  if (ahead.to > ahead.from) PrefetchFile(*chunks_, *reader_, ino, a.length, ahead.from, ahead.to - ahead.from);
   TouchAtime(ino, a);
   return n;
 }
@@ -527,6 +493,20 @@ Status Vfs::FlushAll() {
     if (!st.ok() && first.ok()) first = st;
   }
   return first;
+}
+
+Result<size_t> Vfs::DeleteDueSlices() {
+  size_t deleted = 0;
+  while (true) {
+    ASSIGN_OR_RETURN(auto due, meta_->DueSlices(NowNanos(), 256));
+    for (const Meta::DelayedSlice& d : due) {
+      // Blocks first: a crash in between leaves the entry to retry, never a leak.
+      RETURN_IF_ERROR(slices_->Delete(d.slice));
+      RETURN_IF_ERROR(meta_->DropDueSlice(d));
+      deleted++;
+    }
+    if (due.size() < 256) return deleted;
+  }
 }
 
 }  // namespace tessera

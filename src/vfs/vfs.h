@@ -23,6 +23,7 @@
 #include "cache/block_cache.h"
 #include "data/block_reader.h"
 #include "data/chunk_meta.h"
+#include "data/compactor.h"
 #include "data/file_writer.h"
 #include "data/slice_store.h"
 #include "data/upload_queue.h"
@@ -46,6 +47,7 @@ struct VfsOptions {
   size_t max_downloads = 16;              // block downloads (readahead) at once
   uint64_t prefetch_blocks = 3;           // how far a sequential reader reads ahead, in blocks
   uint64_t buffer_bytes = 300ull << 20;   // written data held in memory before upload
+  CompactOptions compact;                 // when chunks are merged in the background
 };
 
 // One directory entry returned by ReadDir, with the offset to resume after it.
@@ -145,6 +147,10 @@ class Vfs {
 
   // Commits every buffered write (used at unmount).
   Status FlushAll();
+  // Deletes the blocks of slices replaced by compaction whose grace period
+  // is over (called periodically); returns how many slices went.
+  Result<size_t> DeleteDueSlices();
+  Compactor& compactor() { return *compactor_; }
 
  private:
   struct OpenFile;
@@ -168,6 +174,7 @@ class Vfs {
   const VfsOptions options_;
   std::unique_ptr<ChunkMeta> chunks_;
   std::unique_ptr<BlockReader> reader_;
+  std::unique_ptr<Compactor> compactor_;
   // Declared before the open files so that it outlives their writers.
   std::unique_ptr<UploadQueue> uploads_;
 
