@@ -94,6 +94,11 @@ void FileWriter::UploadBlock(SliceId id, uint64_t index, std::string data) {
   });
 }
 
+int FileWriter::InFlight() {
+  std::lock_guard lock(uploads_->mu);
+  return uploads_->in_flight;
+}
+
 Status FileWriter::WaitForUploads() {
   std::unique_lock lock(uploads_->mu);
   uploads_->done.wait(lock, [&] { return uploads_->in_flight == 0; });
@@ -131,6 +136,15 @@ Status FileWriter::FlushLocked() {
       s.id = *id;
     }
     if (!s.tail.empty()) {
+      if (pending_.size() == 1 && InFlight() == 0) {
+        // The common small file: one block, nothing else to wait for. Put
+        // it from this thread rather than hand it to an upload thread and
+        // wait: two thread switches less on every close.
+        st = store_->PutBlock(s.id, s.next_block++, s.tail);
+        queue_->Release(s.tail.size());
+        s.tail.clear();
+        break;
+      }
       UploadBlock(s.id, s.next_block++, std::move(s.tail));
       s.tail.clear();
     }

@@ -74,6 +74,7 @@ class FileWriter {
   // Hands one block to the upload queue; its bytes are released when done.
   void UploadBlock(SliceId id, uint64_t index, std::string data);
   Status WaitForUploads();
+  int InFlight();
   void DropPending(size_t first);
   Status FlushLocked();
 

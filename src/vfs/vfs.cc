@@ -182,6 +182,8 @@ Result<EntryInfo> Vfs::Create(const Context& ctx, InodeId parent, std::string_vi
                               uint32_t mode, int flags, uint64_t* handle) {
   ASSIGN_OR_RETURN(EntryInfo e, meta_->Mknod(ctx, parent, name, S_IFREG | (mode & 07777), 0));
   *handle = AddHandle(e.inode, flags);
+  // A new file has no attributes: its first write need not ask metadata.
+  if (auto file = FindFile(e.inode)) file->no_capability = true;
   return e;
 }
 

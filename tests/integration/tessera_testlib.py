@@ -61,11 +61,15 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie is not alive for our purposes.
+    # A zombie is not alive for our purposes, once all its threads are gone:
+    # the leader turns zombie first, and the files (and locks) of the
+    # process are released only when the last thread exits.
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
+        if state != "Z":
+            return True
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     except (OSError, IndexError):
         return False
 
