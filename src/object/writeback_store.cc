@@ -333,14 +333,14 @@ Status WritebackStore::Put(std::string_view key, std::string_view data) {
   return backend_->Put(key, data);
 }
 
+bool WritebackStore::IsStaged(std::string_view key) {
+  std::lock_guard lock(mu_);
+  return staged_.find(key) != staged_.end();
+}
+
 Result<std::string> WritebackStore::Get(std::string_view key, uint64_t offset, int64_t length) {
   if (key.empty()) return Invalid("empty object key for " + Describe());
-  bool staged;
-  {
-    std::lock_guard lock(mu_);
-    staged = staged_.find(key) != staged_.end();
-  }
-  if (staged) {
+  if (IsStaged(key)) {
     const std::string path = PathOf(FileNameOf(key));
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -382,12 +382,7 @@ Result<std::string> WritebackStore::Get(std::string_view key, uint64_t offset, i
 
 Result<ObjectInfo> WritebackStore::Head(std::string_view key) {
   if (key.empty()) return Invalid("empty object key for " + Describe());
-  bool staged;
-  {
-    std::lock_guard lock(mu_);
-    staged = staged_.find(key) != staged_.end();
-  }
-  if (staged) {
+  if (IsStaged(key)) {
     const std::string path = PathOf(FileNameOf(key));
     struct stat st;
     if (::stat(path.c_str(), &st) == 0) {

@@ -112,6 +112,7 @@ class WritebackStore : public ObjectStore {
   static std::string FileNameOf(std::string_view key);
 
  private:
+  bool IsStaged(std::string_view key);
   using Clock = std::chrono::steady_clock;
 
   // One staged object. `gen` changes on every Put of the key, so an upload

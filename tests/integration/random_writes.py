@@ -23,7 +23,6 @@ About 20-40 s.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -31,23 +30,13 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tessera_testlib import Harness, fallocate  # noqa: E402
+from tessera_testlib import Harness, fallocate, sha  # noqa: E402
 
 VOLUME = "random-vol"
 MiB = 1 << 20
 CHUNK = 64 * MiB
 FALLOC_FL_KEEP_SIZE = 1
 FALLOC_FL_PUNCH_HOLE = 2
-
-
-def sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(4 * MiB)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def first_difference(a: str, b: str) -> str:

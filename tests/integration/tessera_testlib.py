@@ -83,6 +83,23 @@ def pid_is_tessera(pid: int, binary: str) -> bool:
     return os.path.basename(argv0) == os.path.basename(binary) or argv0 == binary
 
 
+def drop_page_cache():
+    """Writes back and drops the kernel's page cache (root)."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def sha(path: str) -> str:
+    """The sha256 of a file's content, hex."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def round_up(n: int, unit: int = 4096) -> int:
     return (n + unit - 1) // unit * unit
 

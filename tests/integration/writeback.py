@@ -28,24 +28,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tessera_testlib import Harness, mounted_fstype, pid_alive  # noqa: E402
+from tessera_testlib import Harness, drop_page_cache, sha, mounted_fstype, pid_alive  # noqa: E402
 
 VOLUME = "wb-vol"
 MiB = 1 << 20
-
-
-def drop_page_cache():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
-
-
-def sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def files_under(root: str, marker: str) -> dict[str, int]:
