@@ -8,6 +8,8 @@ packages=(
   libfuse3-dev fuse3
   libsqlite3-dev sqlite3
   libgtest-dev nlohmann-json3-dev
+  liblz4-dev libzstd-dev libssl-dev openssl
+  libcurl4-openssl-dev
   python3
 )
 

@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/mounted_path.h"
+#include "cli/volume_store.h"
 #include "common/thread_pool.h"
 #include "common/units.h"
 #include "data/block_reader.h"
@@ -18,7 +19,6 @@
 #include "kv/kv.h"
 #include "meta/meta.h"
 #include "object/object_store.h"
-#include "object/retry_store.h"
 #include "vfs/meta_chunks.h"
 
 namespace tessera {
@@ -102,10 +102,9 @@ int RunCompact(int argc, char** argv) {
   auto meta = Meta::Open(std::move(*kv));
   if (!meta.ok()) return Fail("compact", meta.status());
   const VolumeSettings& s = (*meta)->settings();
-  auto opened = OpenObjectStore(s.storage, s.bucket);
-  if (!opened.ok()) return Fail("compact", opened.status().WithContext("bucket " + s.bucket));
-  RetryStore objects(std::move(*opened));
-  SliceStore slices(s.name, s.block_size, &objects);
+  auto objects = OpenVolumeStore(s);
+  if (!objects.ok()) return Fail("compact", objects.status());
+  SliceStore slices(s.name, s.block_size, objects->get());
   MetaChunks chunks(meta->get());
 
   std::vector<FileToCompact> files;

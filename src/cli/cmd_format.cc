@@ -7,9 +7,11 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/volume_store.h"
 #include "common/units.h"
 #include "kv/kv.h"
 #include "meta/meta.h"
+#include "object/compress_store.h"
 #include "object/object_store.h"
 
 namespace tessera {
@@ -18,20 +20,57 @@ namespace {
 constexpr const char* kHelp = R"(Usage: tessera format [OPTIONS] META-URL NAME
 
 Create a volume named NAME whose metadata lives in META-URL. Formatting an
-existing volume again with the same name, storage, bucket and block size only
-updates the other settings; anything else is refused.
+existing volume again with the same name, storage, bucket, block size,
+compression and RSA key file only updates the other settings; anything else
+is refused.
 
 Options:
-  --storage TYPE      object storage type: file (default)
-  --bucket DIR        where blocks are stored (default: /var/lib/tessera/local
-                      for root, ~/.tessera/local for other users)
+  --storage TYPE      object storage type: file (default) or s3
+  --bucket DIR|URL    where blocks are stored: for file a directory (default:
+                      /var/lib/tessera/local for root, ~/.tessera/local for
+                      other users); for s3 the bucket's URL, path-style
+                      http[s]://HOST[:PORT]/BUCKET or virtual-hosted
+                      https://BUCKET.s3.REGION.amazonaws.com
   --block-size SIZE   block size, a power of two from 64K to 16M (default 4M)
   --trash-days N      days deleted files stay in the trash (default 1, 0 = off)
   --capacity SIZE     space quota of the volume (default: unlimited)
   --inodes N          inode quota of the volume (default: unlimited)
+  --compress ALGO     compress blocks with lz4 or zstd, or none (default none)
+  --encrypt-rsa-key PEM
+                      encrypt blocks (AES-256-GCM) with a random data key
+                      wrapped by the RSA private key in the file PEM (make
+                      one with 'openssl genrsa -aes256 -out key.pem 2048').
+                      The PEM and the wrapped key are kept in the volume
+                      settings; a protected key's passphrase is read from
+                      TESSERA_RSA_PASSPHRASE here and at every mount. Keep
+                      a copy of the key and its passphrase: without them
+                      the data cannot be read by anyone
+Compression happens before encryption. Neither can change once the volume
+exists.
 
-Example:
+S3 options (--storage s3):
+  --access-key KEY    access key id; with --secret-key, saved in the volume
+                      settings for every mount (status shows it, not the
+                      secret). Without them, format and every mount read
+                      AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+                      AWS_SESSION_TOKEN from their environment instead
+  --secret-key KEY    secret access key
+  --session-token T   session token of temporary credentials
+  --region REGION     signing region (default: from an AWS host name, else
+                      us-east-1)
+  --skip-tls-verify   do not check the server's TLS certificate (test
+                      servers only; the CA bundle otherwise comes from
+                      AWS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE, or the
+                      system's)
+Format writes, reads back and deletes a probe object: wrong keys, a missing
+bucket or an unreachable endpoint are reported before anything is saved.
+
+Examples:
   tessera format sqlite3://$HOME/.tessera/myvol.db myvol
+  TESSERA_RSA_PASSPHRASE=... tessera format --compress zstd \
+      --encrypt-rsa-key key.pem sqlite3://$HOME/.tessera/secret.db secretvol
+  tessera format --storage s3 --bucket http://127.0.0.1:9000/data \
+      --access-key AKIA... --secret-key ... sqlite3://$HOME/.tessera/s3vol.db s3vol
 )";
 
 std::string DefaultBucket() {
@@ -51,6 +90,41 @@ Status ProbeBucket(ObjectStore& store, const std::string& name) {
   return store.Delete(key);
 }
 
+// The S3 connection settings from the command line. Keys given on it are
+// saved with the volume; otherwise each client uses its environment's.
+Status S3Settings(const Args& args, VolumeSettings* s) {
+  if (s->storage != "s3") {
+    for (const char* option : {"access-key", "secret-key", "session-token", "region",
+                               "skip-tls-verify"}) {
+      if (args.Has(option)) return Invalid(std::string("--") + option + " is for --storage s3 only");
+    }
+    return Status::Ok();
+  }
+  if (!args.Has("bucket")) return Invalid("--storage s3 needs --bucket http[s]://HOST[:PORT]/BUCKET");
+  if (args.Has("access-key") != args.Has("secret-key")) {
+    return Invalid("give --access-key and --secret-key together");
+  }
+  if (args.Has("session-token") && !args.Has("access-key")) {
+    return Invalid("--session-token goes with --access-key and --secret-key");
+  }
+  s->access_key = args.Get("access-key", "");
+  s->secret_key = args.Get("secret-key", "");
+  s->session_token = args.Get("session-token", "");
+  s->region = args.Get("region", "");
+  s->skip_tls_verify = args.Has("skip-tls-verify");
+  if (args.Has("access-key") && (s->access_key.empty() || s->secret_key.empty())) {
+    return Invalid("--access-key and --secret-key must not be empty");
+  }
+  const char* env_key = std::getenv("AWS_ACCESS_KEY_ID");
+  const char* env_secret = std::getenv("AWS_SECRET_ACCESS_KEY");
+  if (s->access_key.empty() && (env_key == nullptr || *env_key == '\0' || env_secret == nullptr ||
+                                *env_secret == '\0')) {
+    return Invalid("--storage s3 needs --access-key and --secret-key (or AWS_ACCESS_KEY_ID and "
+                   "AWS_SECRET_ACCESS_KEY in the environment)");
+  }
+  return Status::Ok();
+}
+
 // Creates the directory of an SQLite database so that the quick start works
 // on a fresh machine.
 void PrepareSqlitePath(const std::string& url) {
@@ -65,9 +139,12 @@ void PrepareSqlitePath(const std::string& url) {
 
 int RunFormat(int argc, char** argv) {
   Args args;
-  for (const char* v : {"storage", "bucket", "block-size", "trash-days", "capacity", "inodes"}) {
+  for (const char* v : {"storage", "bucket", "block-size", "trash-days", "capacity", "inodes",
+                        "compress", "encrypt-rsa-key", "access-key", "secret-key",
+                        "session-token", "region"}) {
     args.Value(v);
   }
+  args.Flag("skip-tls-verify");
   if (Status st = args.Parse(argc, argv, 2); !st.ok()) return Fail("format", st);
   if (args.help()) {
     std::fputs(kHelp, stdout);
@@ -79,14 +156,18 @@ int RunFormat(int argc, char** argv) {
   s.name = args.positional()[1];
   if (Status st = ValidateVolumeName(s.name); !st.ok()) return Fail("format", st);
   s.storage = args.Get("storage", "file");
-  if (s.storage != "file") return Fail("format", "unsupported storage '" + s.storage + "' (expected file)");
-  s.bucket = args.Get("bucket", DefaultBucket());
+  if (s.storage != "file" && s.storage != "s3") {
+    return Fail("format", "unsupported storage '" + s.storage + "' (expected file or s3)");
+  }
+  if (Status st = S3Settings(args, &s); !st.ok()) return Fail("format", st);
+  s.bucket = args.Get("bucket", s.storage == "s3" ? "" : DefaultBucket());
   if (s.storage == "file") {
     std::error_code ec;
     auto abs = std::filesystem::absolute(s.bucket, ec);
     if (!ec) s.bucket = abs.lexically_normal().string();
     if (s.bucket.size() > 1 && s.bucket.back() == '/') s.bucket.pop_back();
   }
+  while (s.storage == "s3" && s.bucket.ends_with("/")) s.bucket.pop_back();
   auto block = ParseSize(args.Get("block-size", "4M"));
   if (!block.ok()) return Fail("format", block.status());
   if (*block < (64u << 10) || *block > (16u << 20) || (*block & (*block - 1)) != 0) {
@@ -108,10 +189,17 @@ int RunFormat(int argc, char** argv) {
     if (!v.ok()) return Fail("format", v.status());
     s.inodes = *v;
   }
+  auto compression = ParseCompression(args.Get("compress", "none"));
+  if (!compression.ok()) return Fail("format", compression.status());
+  s.compression = CompressionName(*compression);
+  if (auto key = args.Get("encrypt-rsa-key")) {
+    if (Status st = SetUpEncryption(*key, &s); !st.ok()) return Fail("format", st);
+  }
   s.uuid = NewUuid();
 
-  auto store = OpenObjectStore(s.storage, s.bucket);
-  if (!store.ok()) return Fail("format", store.status().WithContext("bucket " + s.bucket));
+  // Through the transforms too: a key that cannot unwrap fails here.
+  auto store = OpenVolumeStore(s);
+  if (!store.ok()) return Fail("format", store.status());
   if (Status st = ProbeBucket(**store, s.name); !st.ok()) {
     return Fail("format", st.WithContext("bucket " + s.bucket + " is not usable"));
   }
@@ -122,10 +210,12 @@ int RunFormat(int argc, char** argv) {
   if (Status st = Meta::Format(**kv, s, &created); !st.ok()) return Fail("format", st);
   auto saved = Meta::LoadSettings(**kv);
   if (!saved.ok()) return Fail("format", saved.status());
-  std::printf("%s volume '%s' (uuid %s): metadata %s, data in %s %s, block size %s\n",
+  std::printf("%s volume '%s' (uuid %s): metadata %s, data in %s %s, block size %s, "
+              "compression %s, encryption %s\n",
               created ? "Formatted" : "Updated", saved->name.c_str(), saved->uuid.c_str(),
               (*kv)->Url().c_str(), saved->storage.c_str(), saved->bucket.c_str(),
-              FormatBytes(saved->block_size).c_str());
+              FormatBytes(saved->block_size).c_str(), saved->compression.c_str(),
+              DescribeEncryption(*saved).c_str());
   return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/mount_table.h"
+#include "cli/volume_store.h"
 #include "common/log.h"
 #include "cache/block_cache.h"
 #include "common/units.h"
@@ -23,7 +24,6 @@
 #include "kv/kv.h"
 #include "meta/meta.h"
 #include "object/object_store.h"
-#include "object/retry_store.h"
 #include "object/writeback_store.h"
 #include "vfs/vfs.h"
 
@@ -136,11 +136,12 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   auto meta = Meta::Open(std::move(*kv));
   if (!meta.ok()) return meta.status();
   const VolumeSettings& s = (*meta)->settings();
-  auto opened = OpenObjectStore(s.storage, s.bucket);
-  if (!opened.ok()) return opened.status().WithContext("bucket " + s.bucket);
-  std::unique_ptr<ObjectStore> objects = std::make_unique<RetryStore>(std::move(*opened));
   WritebackStore* writeback = nullptr;
-  if (cfg.writeback) {
+  // Staging sits below compression and encryption: staged blocks are
+  // already what the bucket gets.
+  StoreLayer staging;
+  if (cfg.writeback) staging = [&](std::unique_ptr<ObjectStore> objects)
+      -> Result<std::unique_ptr<ObjectStore>> {
     // Next to the volume's cache directory, not inside it: the cache owns
     // and cleans what is in there.
     WritebackOptions wo;
@@ -154,7 +155,14 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
     auto staged = WritebackStore::Open(std::move(objects), wo);
     if (!staged.ok()) return staged.status().WithContext("--writeback");
     writeback = staged->get();
-    objects = std::move(*staged);
+    return std::unique_ptr<ObjectStore>(std::move(*staged));
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<ObjectStore> objects, OpenVolumeStore(s, staging));
+  // An unreachable endpoint, wrong keys or a missing bucket fail the mount
+  // now, in one line, not every read and write later. (The prefix has no
+  // '/': moto, for one, verifies signatures of %-escaped queries wrongly.)
+  if (auto probe = objects->List(s.name, "", 1); !probe.ok()) {
+    return probe.status().WithContext("bucket " + s.bucket + " is not usable");
   }
   SliceStore slices(s.name, s.block_size, objects.get());
   // Each volume caches in its own directory: blocks of two volumes never mix.
@@ -174,7 +182,12 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
     cache = MakeBlockCache(cache_options);
   }
   if (!cache.ok()) return cache.status().WithContext("cache");
-  Vfs vfs(meta->get(), &slices, cfg.vfs, cache->get());
+  VfsOptions vfs_options = cfg.vfs;
+  // A compressed or encrypted block is decoded whole whatever part of it is
+  // asked for: keep it in the cache for the next read instead of decoding
+  // it again.
+  vfs_options.whole_block_reads = s.compression != "none" || !s.encrypt_data_key.empty();
+  Vfs vfs(meta->get(), &slices, vfs_options, cache->get());
 
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);

@@ -6,6 +6,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/volume_store.h"
 #include "common/units.h"
 #include "kv/kv.h"
 #include "meta/meta.h"
@@ -51,6 +52,14 @@ int RunStatus(int argc, char** argv) {
   const VolumeSettings& s = (*meta)->settings();
   nlohmann::ordered_json out;
   out["setting"] = nlohmann::ordered_json::parse(s.ToJson());
+  // Say how the volume is encrypted, never with what.
+  out["setting"].erase("encrypt_rsa_key");
+  out["setting"].erase("encrypt_data_key");
+  out["setting"]["encryption"] = DescribeEncryption(s);
+  // S3 secrets are shown as present, never as they are.
+  for (const char* secret : {"secret_key", "session_token"}) {
+    if (out["setting"].contains(secret)) out["setting"][secret] = "removed";
+  }
   out["usage"] = {{"used_space", stats->used_space},
                   {"used_space_human", FormatBytes(stats->used_space)},
                   {"used_inodes", stats->used_inodes}};

@@ -31,6 +31,7 @@ Commands:
   info      show a path's inode, chunks, slices and block objects
   bench     benchmark a directory (big file, small files, stat)
   compact   merge the slices of files into one per chunk
+  objbench  benchmark an object store (put, get, head, list, delete)
   version   print the version
 
 Run 'tessera COMMAND --help' for the options of a command.
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   if (command == "info") return RunInfo(argc, argv);
   if (command == "bench") return RunBench(argc, argv);
   if (command == "compact") return RunCompact(argc, argv);
+  if (command == "objbench") return RunObjbench(argc, argv);
   if (command == "version" || command == "--version" || command == "-V") {
     std::printf("tessera %s\n", kVersion);
     return 0;

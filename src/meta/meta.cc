@@ -66,6 +66,12 @@ Status Meta::Format(KvStore& kv, const VolumeSettings& settings, bool* created) 
       updated.trash_days = settings.trash_days;
       updated.capacity = settings.capacity;
       updated.inodes = settings.inodes;
+      // New keys for the same bucket (rotated credentials, say).
+      updated.access_key = settings.access_key;
+      updated.secret_key = settings.secret_key;
+      updated.session_token = settings.session_token;
+      updated.region = settings.region;
+      updated.skip_tls_verify = settings.skip_tls_verify;
       txn.Put(keys::Settings(), updated.ToJson());
       return Status::Ok();
     }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/units.h"
 #include "meta/keys.h"
 #include "meta/meta.h"
 #include "meta/meta_test_util.h"
@@ -32,6 +33,88 @@ TEST_P(MetaTest, FormatTwiceKeepsLayoutAndRefusesChanges) {
   Status st = Meta::Format(meta_->kv(), other, &created);
   EXPECT_EQ(st.code(), StatusCode::kExists);
   EXPECT_NE(st.message().find("block size"), std::string::npos);
+}
+
+TEST_P(MetaTest, S3ConnectionSettingsAreKeptAndReplacedByReformat) {
+  VolumeSettings s = meta_->settings();
+  EXPECT_EQ(s.ToJson().find("secret_key"), std::string::npos);  // none for other storage
+  s.storage = "s3";
+  s.bucket = "http://127.0.0.1:9000/bkt";
+  s.access_key = "AKIA1";
+  s.secret_key = "secret/1";
+  s.session_token = "token";
+  s.region = "eu-west-1";
+  s.skip_tls_verify = true;
+  auto back = VolumeSettings::FromJson(s.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->access_key, "AKIA1");
+  EXPECT_EQ(back->secret_key, "secret/1");
+  EXPECT_EQ(back->session_token, "token");
+  EXPECT_EQ(back->region, "eu-west-1");
+  EXPECT_TRUE(back->skip_tls_verify);
+
+  auto kv = OpenKv("mem://s3-settings-" + std::to_string(NowNanos()));
+  ASSERT_TRUE(kv.ok());
+  bool created = false;
+  ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
+  VolumeSettings rotated = s;
+  rotated.access_key = "AKIA2";
+  rotated.secret_key = "secret/2";
+  rotated.session_token = "";
+  rotated.region = "";
+  rotated.skip_tls_verify = false;
+  ASSERT_TRUE(Meta::Format(**kv, rotated, &created).ok());
+  EXPECT_FALSE(created);
+  auto loaded = Meta::LoadSettings(**kv);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->access_key, "AKIA2");
+  EXPECT_EQ(loaded->secret_key, "secret/2");
+  EXPECT_EQ(loaded->session_token, "");
+  EXPECT_EQ(loaded->region, "");
+  EXPECT_FALSE(loaded->skip_tls_verify);
+  EXPECT_EQ(loaded->uuid, s.uuid);
+  VolumeSettings other_bucket = rotated;
+  other_bucket.bucket = "http://127.0.0.1:9000/other";
+  EXPECT_EQ(Meta::Format(**kv, other_bucket, &created).code(), StatusCode::kExists);
+}
+
+TEST_P(MetaTest, CompressionAndEncryptionAreLayoutSettings) {
+  VolumeSettings s = meta_->settings();
+  EXPECT_EQ(s.compression, "none");
+  bool created = true;
+  auto refused = [&](const VolumeSettings& other, const std::string& words) {
+    Status st = Meta::Format(meta_->kv(), other, &created);
+    EXPECT_EQ(st.code(), StatusCode::kExists) << words;
+    EXPECT_NE(st.message().find(words), std::string::npos) << st.message();
+  };
+  VolumeSettings zstd = s;
+  zstd.compression = "zstd";
+  refused(zstd, "its compression is 'none', not 'zstd'");
+  VolumeSettings encrypted = s;
+  encrypted.encrypt_rsa_key = "PEM";
+  encrypted.encrypt_data_key = "d3JhcHBlZA==";
+  refused(encrypted, "it is not encrypted");
+
+  // An encrypted volume keeps its data key when formatted again with the
+  // same key file, and refuses another key or none.
+  auto kv = OpenKv("mem://encrypted-layout-" + std::to_string(NowNanos()));
+  ASSERT_TRUE(kv.ok()) << kv.status().ToString();
+  ASSERT_TRUE(Meta::Format(**kv, encrypted, &created).ok());
+  VolumeSettings again = encrypted;
+  again.encrypt_data_key = "bmV3IGtleQ==";
+  again.trash_days = 9;
+  ASSERT_TRUE(Meta::Format(**kv, again, &created).ok());
+  auto loaded = Meta::LoadSettings(**kv);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->encrypt_rsa_key, "PEM");
+  EXPECT_EQ(loaded->encrypt_data_key, "d3JhcHBlZA==");
+  EXPECT_EQ(loaded->trash_days, 9u);
+  EXPECT_EQ(VolumeSettings::FromJson(loaded->ToJson())->encrypt_data_key, "d3JhcHBlZA==");
+  VolumeSettings other_key = encrypted;
+  other_key.encrypt_rsa_key = "OTHER PEM";
+  EXPECT_NE(Meta::Format(**kv, other_key, &created).message().find("another RSA key"),
+            std::string::npos);
+  EXPECT_NE(Meta::Format(**kv, s, &created).message().find("it is encrypted"), std::string::npos);
 }
 
 TEST_P(MetaTest, CreateLookupAndAttributes) {

@@ -17,6 +17,16 @@ std::string VolumeSettings::ToJson() const {
   j["trash_days"] = trash_days;
   j["capacity"] = capacity;
   j["inodes"] = inodes;
+  j["compression"] = compression;
+  if (!encrypt_rsa_key.empty()) {
+    j["encrypt_rsa_key"] = encrypt_rsa_key;
+    j["encrypt_data_key"] = encrypt_data_key;
+  }
+  if (!access_key.empty()) j["access_key"] = access_key;
+  if (!secret_key.empty()) j["secret_key"] = secret_key;
+  if (!session_token.empty()) j["session_token"] = session_token;
+  if (!region.empty()) j["region"] = region;
+  if (skip_tls_verify) j["skip_tls_verify"] = true;
   j["format_version"] = format_version;
   return j.dump();
 }
@@ -34,6 +44,14 @@ Result<VolumeSettings> VolumeSettings::FromJson(std::string_view json) {
     s.trash_days = j.value("trash_days", 1u);
     s.capacity = j.value("capacity", uint64_t{0});
     s.inodes = j.value("inodes", uint64_t{0});
+    s.compression = j.value("compression", std::string("none"));
+    s.encrypt_rsa_key = j.value("encrypt_rsa_key", std::string());
+    s.encrypt_data_key = j.value("encrypt_data_key", std::string());
+    s.access_key = j.value("access_key", std::string());
+    s.secret_key = j.value("secret_key", std::string());
+    s.session_token = j.value("session_token", std::string());
+    s.region = j.value("region", std::string());
+    s.skip_tls_verify = j.value("skip_tls_verify", false);
     s.format_version = j.at("format_version").get<int>();
   } catch (const nlohmann::json::exception& e) {
     return Corrupt(std::string("volume settings are incomplete: ") + e.what());
@@ -55,6 +73,15 @@ std::string VolumeSettings::LayoutDifference(const VolumeSettings& o) const {
     return "its block size is " + std::to_string(block_size) + " bytes, not " +
            std::to_string(o.block_size);
   }
+  if (compression != o.compression) {
+    return "its compression is '" + compression + "', not '" + o.compression + "'";
+  }
+  if (encrypt_rsa_key.empty() != o.encrypt_rsa_key.empty()) {
+    return encrypt_rsa_key.empty() ? "it is not encrypted" : "it is encrypted";
+  }
+  // The data key stays the one made at the first format: a re-format must
+  // name the same key file.
+  if (encrypt_rsa_key != o.encrypt_rsa_key) return "it is encrypted with another RSA key";
   return "";
 }
 

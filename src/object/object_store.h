@@ -1,7 +1,8 @@
 // An object store: a flat namespace of immutable byte objects named by
 // string keys ('/' has no special meaning to callers). Implementations: a
-// local directory ("file") and memory ("mem", for tests); S3 and wrappers
-// (prefix, compress, encrypt, retry, limit) implement the same interface.
+// local directory ("file"), memory ("mem", for tests) and an S3 bucket
+// ("s3"); wrappers (prefix, compress, encrypt, retry, limit) implement the
+// same interface.
 //
 // All methods are thread-safe and block until done. Errors: kNotFound for an
 // absent object (Get/Head), kIo for a failed operation, kUnavailable for a
@@ -51,11 +52,24 @@ class ObjectStore {
                                 size_t limit) = 0;
 };
 
+// What a store needs besides its bucket: credentials and TLS settings for
+// "s3" (other types ignore them).
+struct ObjectStoreOptions {
+  std::string access_key = {};
+  std::string secret_key = {};
+  std::string session_token = {};
+  std::string region = {};  // "" = from the bucket URL, else us-east-1
+  bool skip_tls_verify = false;
+};
+
 // Opens a store by type and bucket: "file" with a directory path (created if
 // missing; kPermission if it cannot be written), "mem" with a name (stores
-// with the same name are shared within the process). kInvalid for an unknown
-// type.
+// with the same name are shared within the process), "s3" with a bucket URL
+// (s3_store.h; keys from `options`, else from AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; no request is sent).
+// kInvalid for an unknown type, a bad URL or missing S3 credentials.
 Result<std::unique_ptr<ObjectStore>> OpenObjectStore(std::string_view storage,
-                                                     std::string_view bucket);
+                                                     std::string_view bucket,
+                                                     const ObjectStoreOptions& options = {});
 
 }  // namespace tessera

@@ -15,7 +15,11 @@
 #include <thread>
 #include <vector>
 
+#include "object/compress_store.h"
+#include "object/crypto.h"
+#include "object/encrypt_store.h"
 #include "object/memory_store.h"
+#include "object/s3_test_util.h"
 #include "object/writeback_store.h"
 
 namespace tessera {
@@ -47,6 +51,21 @@ class ObjectStoreTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     std::string bucket;
+    if (GetParam() == "s3") {
+      // A real moto_server (one per test process) and a new bucket per
+      // test. (s3_store_test has moto check signatures.)
+      std::string error;
+      MotoServer* moto = MotoServer::Shared(&error);
+      ASSERT_NE(moto, nullptr) << error;
+      const std::string name = MotoServer::UniqueBucketName();
+      ASSERT_TRUE(moto->CreateBucket(name).ok());
+      auto store = OpenObjectStore(
+          "s3", moto->endpoint() + "/" + name,
+          {.access_key = moto->access_key(), .secret_key = moto->secret_key()});
+      ASSERT_TRUE(store.ok()) << store.status().ToString();
+      store_ = std::move(store).value();
+      return;
+    }
     if (GetParam() != "mem") {
       dir_ = MakeTempDir();
       ASSERT_FALSE(dir_.empty()) << "mkdtemp failed";
@@ -65,9 +84,38 @@ class ObjectStoreTest : public ::testing::TestWithParam<std::string> {
       store_ = std::move(wb).value();
       return;
     }
+    if (GetParam().starts_with("compress-")) {
+      auto algorithm = ParseCompression(GetParam().substr(9));
+      ASSERT_TRUE(algorithm.ok());
+      store_ = std::make_unique<CompressStore>(std::make_unique<MemoryStore>(), *algorithm);
+      return;
+    }
+    if (GetParam() == "encrypt" || GetParam() == "stack") {
+      // "stack": what an encrypted, compressed volume uses, over a directory.
+      std::unique_ptr<ObjectStore> below = std::make_unique<MemoryStore>();
+      if (GetParam() == "stack") {
+        auto file = OpenObjectStore("file", bucket);
+        ASSERT_TRUE(file.ok()) << file.status().ToString();
+        below = std::move(file).value();
+      }
+      auto key = RandomBytes(kDataKeySize);
+      ASSERT_TRUE(key.ok());
+      auto encrypted = EncryptStore::Open(std::move(below), *key);
+      ASSERT_TRUE(encrypted.ok()) << encrypted.status().ToString();
+      store_ = std::move(encrypted).value();
+      if (GetParam() == "stack") {
+        store_ = std::make_unique<CompressStore>(std::move(store_), Compression::kZstd);
+      }
+      return;
+    }
     auto store = OpenObjectStore(GetParam(), bucket);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::move(store).value();
+  }
+
+  // Compressing stores list stored sizes, not data lengths (compress_store.h).
+  bool ListShowsStoredSizes() const {
+    return GetParam().starts_with("compress-") || GetParam() == "stack";
   }
 
   void TearDown() override {
@@ -185,7 +233,11 @@ TEST_P(ObjectStoreTest, ListIsInKeyOrder) {
   EXPECT_EQ(Keys(*page), sorted);
   EXPECT_FALSE(page->more);
   for (const ObjectInfo& o : page->objects) {
-    EXPECT_EQ(o.size, ("v:" + o.key).size()) << o.key;
+    if (ListShowsStoredSizes()) {
+      EXPECT_EQ(o.size, ("v:" + o.key).size() + CompressStore::kHeaderSize) << o.key;
+    } else {
+      EXPECT_EQ(o.size, ("v:" + o.key).size()) << o.key;
+    }
     EXPECT_GT(o.mtime_ns, 0) << o.key;
   }
   // Small pages see the same order.
@@ -349,7 +401,7 @@ TEST_P(ObjectStoreTest, EmptyObjectExists) {
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->objects.size(), 1u);
   EXPECT_EQ(page->objects[0].key, "empty");
-  EXPECT_EQ(page->objects[0].size, 0u);
+  EXPECT_EQ(page->objects[0].size, ListShowsStoredSizes() ? CompressStore::kHeaderSize : 0u);
 }
 
 TEST_P(ObjectStoreTest, EmptyKeyIsInvalid) {
@@ -358,7 +410,8 @@ TEST_P(ObjectStoreTest, EmptyKeyIsInvalid) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllStores, ObjectStoreTest, ::testing::Values("file", "mem", "writeback-staged",
-                                                           "writeback-uploading"),
+                                                           "writeback-uploading", "compress-lz4",
+                                                           "compress-zstd", "encrypt", "stack", "s3"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');
@@ -369,7 +422,7 @@ TEST(OpenObjectStoreTest, UnknownStorageIsInvalid) {
   auto store = OpenObjectStore("s4", "bucket");
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), StatusCode::kInvalid);
-  EXPECT_EQ(store.status().message(), "unsupported storage 's4' (expected file or mem)");
+  EXPECT_EQ(store.status().message(), "unsupported storage 's4' (expected file, mem or s3)");
 }
 
 TEST(OpenObjectStoreTest, NamedMemoryStoresShareObjects) {

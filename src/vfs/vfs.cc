@@ -223,7 +223,8 @@ Result<size_t> Vfs::Read(const Context&, InodeId ino, uint64_t handle, uint64_t 
   if (h->file->writer.dirty()) RETURN_IF_ERROR(h->file->writer.Flush());
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
   const bool sequential = h->readahead->Begin(offset, size);
-  ASSIGN_OR_RETURN(size_t n, ReadFile(*chunks_, *reader_, ino, a.length, offset, size, sequential, out));
+  ASSIGN_OR_RETURN(size_t n, ReadFile(*chunks_, *reader_, ino, a.length, offset, size,
+                                      sequential || options_.whole_block_reads, out));
   const Readahead::Range ahead = h->readahead->End(offset, n, sequential);
   if (ahead.to > ahead.from) PrefetchFile(*chunks_, *reader_, ino, a.length, ahead.from, ahead.to - ahead.from);
   TouchAtime(ino, a);

@@ -48,6 +48,7 @@ struct VfsOptions {
   uint64_t prefetch_blocks = 3;           // how far a sequential reader reads ahead, in blocks
   uint64_t buffer_bytes = 300ull << 20;   // written data held in memory before upload
   CompactOptions compact;                 // when chunks are merged in the background
+  bool whole_block_reads = false;         // random readers too fetch (and cache) whole blocks
 };
 
 // One directory entry returned by ReadDir, with the offset to resume after it.

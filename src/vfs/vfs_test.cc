@@ -203,5 +203,34 @@ TEST_F(VfsTest, KernelCacheIsKeptOnlyForUnchangedFiles) {
   ASSERT_TRUE(vfs_->Release(e->inode, *fourth).ok());
 }
 
+// Random reads fetch only what they ask for, unless the volume's blocks are
+// decoded whole anyway (compressed or encrypted): then the block is cached.
+TEST_F(VfsTest, WholeBlockReadsCacheTheBlocksOfRandomReaders) {
+  uint64_t h = 0;
+  auto e = vfs_->Create(ctx_, kRootInode, "r", 0644, O_RDWR, &h);
+  ASSERT_TRUE(e.ok());
+  std::string data(1 << 20, 'q');
+  ASSERT_TRUE(vfs_->Write(ctx_, e->inode, h, 0, data).ok());
+  ASSERT_TRUE(vfs_->Release(e->inode, h).ok());
+  for (bool whole : {false, true}) {
+    CacheOptions co;
+    co.memory_bytes = 8 << 20;
+    auto cache = MakeBlockCache(co);
+    ASSERT_TRUE(cache.ok());
+    VfsOptions options;
+    options.whole_block_reads = whole;
+    Vfs vfs(meta_.get(), slices_.get(), options, cache->get());
+    auto r = vfs.Open(ctx_, e->inode, O_RDONLY);
+    ASSERT_TRUE(r.ok());
+    char buf[4096];
+    // Far from offset 0, so that the first read is not taken as sequential.
+    auto n = vfs.Read(ctx_, e->inode, *r, 700 * 1024, sizeof(buf), buf);
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(std::string(buf, *n), data.substr(700 * 1024, 4096));
+    EXPECT_EQ((*cache)->Stats().entries, whole ? 1u : 0u) << "whole_block_reads " << whole;
+    ASSERT_TRUE(vfs.Release(e->inode, *r).ok());
+  }
+}
+
 }  // namespace
 }  // namespace tessera
