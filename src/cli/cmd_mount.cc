@@ -48,7 +48,7 @@ Options:
                           number is MiB (default 300)
   --max-uploads N         block uploads at once (default 20)
   --max-downloads N       block downloads (readahead) at once (default 16)
-  --prefetch N            blocks a sequential reader fetches ahead (default 3)
+  --prefetch N            blocks a sequential reader fetches ahead (default 8)
   --cache-dir DIR         local disk cache (default /var/lib/tessera/cache
                           for root, ~/.tessera/cache; off by default for
                           volumes on local-directory storage); "none" turns

@@ -45,7 +45,7 @@ struct VfsOptions {
   AtimeMode atime_mode = AtimeMode::kRelAtime;
   size_t max_uploads = 20;                // block uploads running at once
   size_t max_downloads = 16;              // block downloads (readahead) at once
-  uint64_t prefetch_blocks = 3;           // how far a sequential reader reads ahead, in blocks
+  uint64_t prefetch_blocks = 8;           // how far a sequential reader reads ahead, in blocks
   uint64_t buffer_bytes = 300ull << 20;   // written data held in memory before upload
   CompactOptions compact;                 // when chunks are merged in the background
   bool whole_block_reads = false;         // random readers too fetch (and cache) whole blocks
