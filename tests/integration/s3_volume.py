@@ -18,7 +18,11 @@ Usage: python3 tests/integration/s3_volume.py /path/to/tessera
    names; unmount;
 5. a volume whose keys come from the environment (not saved): mounts with
    them, and fails to mount with wrong ones;
-6. mount refused with one line and exit 1, nothing mounted: bucket deleted,
+6. a volume with --compress zstd and --encrypt-rsa-key (a passphrase-
+   protected key made with openssl): files written, remounted with an empty
+   cache and read back right; no object holds the plaintext and the text was
+   stored compressed; a wrong passphrase refuses the mount in one line;
+7. mount refused with one line and exit 1, nothing mounted: bucket deleted,
    access key revoked, endpoint down (moto stopped).
 """
 
@@ -278,6 +282,66 @@ class S3Volume:
             os.environ.pop("AWS_ACCESS_KEY_ID", None)
             os.environ.pop("AWS_SECRET_ACCESS_KEY", None)
 
+    # ---- 5b. compressed and encrypted, on S3 ------------------------------------
+
+    def sealed_volume(self):
+        """zstd + AES-256-GCM blocks in a bucket: right bytes after a remount,
+        no plaintext in any object, a wrong passphrase refused."""
+        h = self.h
+        phrase = b"the quick brown tessera jumps over the lazy bucket "
+        passphrase = "s3 volume passphrase"
+        key = os.path.join(h.tmp, "sealed.pem")
+        r = subprocess.run(["openssl", "genrsa", "-aes256", "-passout", "pass:" + passphrase,
+                            "-out", key, "2048"], capture_output=True, text=True)
+        h.require(r.returncode == 0, "openssl makes a passphrase-protected RSA key", r.stderr)
+        self.s3.create_bucket(Bucket="tessera-sealed")
+        url = "sqlite3://" + os.path.join(h.tmp, "sealed.db")
+        mnt = os.path.join(h.tmp, "mnt-sealed")
+        os.mkdir(mnt)
+        os.environ["TESSERA_RSA_PASSPHRASE"] = passphrase
+        try:
+            r = h.run("format", "--storage", "s3", "--bucket", f"{self.moto.endpoint}/tessera-sealed",
+                      *self.keys(), "--compress", "zstd", "--encrypt-rsa-key", key, url, "sealedvol",
+                      timeout=60)
+            h.require(r.returncode == 0, "format on S3 with --compress zstd --encrypt-rsa-key",
+                      r.describe())
+            r = h.mount(url, mnt, "--cache-dir", os.path.join(h.tmp, "cache-sealed1"))
+            h.require(r.returncode == 0, "mount the sealed volume", r.describe() + "\n" + h.log_tail())
+            rnd = random.Random(7)
+            files = {"text": phrase * 100000,  # 5 MiB of text: compresses well
+                     "random": rnd.randbytes(6 * MiB), "small": phrase}
+            for name, data in files.items():
+                with open(os.path.join(mnt, name), "wb") as f:
+                    f.write(data)
+            r = h.umount(mnt)
+            h.require(r.returncode == 0, "umount", r.describe())
+            # An empty cache: every block comes back from the bucket.
+            r = h.mount(url, mnt, "--cache-dir", os.path.join(h.tmp, "cache-sealed2"))
+            h.require(r.returncode == 0, "remount the sealed volume", r.describe() + "\n" + h.log_tail())
+            for name, data in files.items():
+                with open(os.path.join(mnt, name), "rb") as f:
+                    h.check(f.read() == data, f"sealed volume after a remount: {name} reads right")
+            r = h.umount(mnt)
+            h.require(r.returncode == 0, "umount", r.describe())
+            objects = self.bucket_objects("tessera-sealed")
+            stored = 0
+            leaked = []
+            for k in objects:
+                body = self.s3.get_object(Bucket="tessera-sealed", Key=k)["Body"].read()
+                stored += len(body)
+                if phrase[:24] in body:
+                    leaked.append(k)
+            h.check(len(objects) > 0 and not leaked, "no object in the bucket holds the plaintext",
+                    f"{len(objects)} objects, plaintext in {leaked}")
+            h.check(stored < 6 * MiB + MiB, "the text was compressed before it was stored",
+                    f"{stored} bytes stored for {sum(len(d) for d in files.values())}")
+            os.environ["TESSERA_RSA_PASSPHRASE"] = "wrong passphrase"
+            r = h.mount(url, mnt, "--cache-dir", os.path.join(h.tmp, "cache-sealed3"))
+            self.one_line_failure(r, ["passphrase"], "mount with a wrong passphrase fails", "mount")
+            h.check(mounted_fstype(mnt) is None, "nothing is mounted")
+        finally:
+            os.environ.pop("TESSERA_RSA_PASSPHRASE", None)
+
     # ---- 6. mount refusals ----------------------------------------------------
 
     def mount_refusals(self):
@@ -338,6 +402,7 @@ def main():
         v.check_bucket_layout()
         v.umount()
         v.env_keys()
+        v.sealed_volume()
         v.mount_refusals()
     if moto is not None:
         moto.stop()
