@@ -314,16 +314,7 @@ std::string FileSystemOf(const std::string& real_dir) {
 }
 
 void PrintHeader(const Config& cfg, const std::string& real_dir, int argc, char** argv) {
-  std::time_t now = std::time(nullptr);
-  std::tm tm;
-  localtime_r(&now, &tm);
-  char date[64];
-  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S %z", &tm);
-  std::string command = "tessera";
-  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-  std::printf("tessera bench %s, %s, %u cores\n", kVersion, date,
-              std::thread::hardware_concurrency());
-  std::printf("command:     %s\n", command.c_str());
+  PrintBenchmarkTitle("bench", argc, argv);
   std::printf("directory:   %s (%s)\n", real_dir.c_str(), FileSystemOf(real_dir).c_str());
   std::printf("threads:     %u\n", cfg.threads);
   std::printf("big file:    %s per worker, 1 MiB requests, fsync before close\n",

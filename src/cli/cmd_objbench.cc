@@ -407,16 +407,7 @@ Result<Target> OpenTarget(const Args& args) {
 }
 
 void PrintHeader(const Target& t, const Config& cfg, int argc, char** argv) {
-  std::time_t now = std::time(nullptr);
-  std::tm tm;
-  localtime_r(&now, &tm);
-  char date[64];
-  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S %z", &tm);
-  std::string command = "tessera";
-  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-  std::printf("tessera objbench %s, %s, %u cores\n", kVersion, date,
-              std::thread::hardware_concurrency());
-  std::printf("command:     %s\n", command.c_str());
+  PrintBenchmarkTitle("objbench", argc, argv);
   if (!t.volume.empty()) std::printf("volume:      %s\n", t.volume.c_str());
   std::printf("store:       %s (%s)\n", t.store->Describe().c_str(), t.settings.storage.c_str());
   std::printf("transforms:  compression %s, encryption %s\n", t.settings.compression.c_str(),

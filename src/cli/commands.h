@@ -24,4 +24,8 @@ int Fail(const std::string& command, const std::string& message);
 
 extern const char* const kVersion;
 
+// The first lines of a benchmark's report: "tessera TOOL VERSION, DATE,
+// N cores" and the command line as given, so that figures can be traced.
+void PrintBenchmarkTitle(const std::string& tool, int argc, char** argv);
+
 }  // namespace tessera

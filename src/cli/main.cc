@@ -1,5 +1,7 @@
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <thread>
 #include <string>
 
 #include "cli/commands.h"
@@ -15,6 +17,19 @@ int Fail(const std::string& command, const std::string& message) {
 
 int Fail(const std::string& command, const Status& status) {
   return Fail(command, status.ToString());
+}
+
+void PrintBenchmarkTitle(const std::string& tool, int argc, char** argv) {
+  std::time_t now = std::time(nullptr);
+  std::tm tm;
+  localtime_r(&now, &tm);
+  char date[64];
+  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S %z", &tm);
+  std::string command = "tessera";
+  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+  std::printf("tessera %s %s, %s, %u cores\n", tool.c_str(), kVersion, date,
+              std::thread::hardware_concurrency());
+  std::printf("command:     %s\n", command.c_str());
 }
 
 namespace {
