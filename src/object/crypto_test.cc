@@ -8,6 +8,7 @@
 #include <openssl/pem.h>
 
 #include <map>
+#include <memory>
 #include <string>
 
 namespace tessera {
@@ -40,10 +41,14 @@ std::string MakePem(EVP_PKEY* key, PemForm form, const std::string& passphrase) 
 
 // RSA keys by size, generated once: making them is the slow part.
 EVP_PKEY* RsaKeyOfBits(unsigned bits) {
-  static std::map<unsigned, EVP_PKEY*> keys;
-  EVP_PKEY*& key = keys[bits];
-  if (key == nullptr) key = EVP_RSA_gen(bits);
-  return key;
+  struct Free {
+    void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+  };
+  // Freed at exit, so that the leak checker sees nothing left behind.
+  static std::map<unsigned, std::unique_ptr<EVP_PKEY, Free>> keys;
+  auto& key = keys[bits];
+  if (!key) key.reset(EVP_RSA_gen(bits));
+  return key.get();
 }
 
 std::string RsaPem(const std::string& passphrase = "", PemForm form = PemForm::kPkcs8,
