@@ -192,6 +192,7 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   SessionInfo session{host, static_cast<uint32_t>(getpid()), cfg.mount_point, kVersion};
+  session.heartbeat_s = static_cast<uint32_t>(cfg.heartbeat_s);
   if (writeback != nullptr) {
     session.staging_dir = writeback->dir();
     session.pending_uploads = writeback->Pending().objects;  // left by an earlier run
@@ -207,6 +208,13 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
     while (!cv.wait_for(lock, std::chrono::seconds(cfg.heartbeat_s), [&] { return stopping; })) {
       lock.unlock();
       if (Status st = (*meta)->Heartbeat(); !st.ok()) LogWarn("heartbeat: " + st.ToString());
+      // Clients that stopped heartbeating (killed, cut off) leave locks and
+      // unlinked open files behind: any live client cleans them up.
+      if (auto n = (*meta)->CleanupStaleSessions(NowNanos()); !n.ok()) {
+        LogWarn("cleaning up stale sessions: " + n.status().ToString());
+      } else if (*n > 0) {
+        LogInfo("cleaned up " + std::to_string(*n) + " stale session(s)");
+      }
       // Slices replaced by compaction (here or on any client) go once due.
       if (auto n = vfs.DeleteDueSlices(); !n.ok()) LogWarn("deleting slices: " + n.status().ToString());
       lock.lock();

@@ -84,7 +84,8 @@ int RunStatus(int argc, char** argv) {
                                {"pid", r.info.pid},
                                {"mount_point", r.info.mount_point},
                                {"version", r.info.version},
-                               {"heartbeat", FormatTime(r.heartbeat_ns)}});
+                               {"heartbeat", FormatTime(r.heartbeat_ns)},
+                               {"stale", Meta::IsStale(r, NowNanos())}});
     if (r.info.staging_dir.empty()) continue;
     auto& j = out["sessions"].back();
     j["staging_dir"] = r.info.staging_dir;

@@ -130,6 +130,7 @@ std::string EncodeSession(int64_t heartbeat_ns, const SessionInfo& info) {
   if (!info.staging_dir.empty()) j["staging_dir"] = info.staging_dir;
   j["pending_uploads"] = info.pending_uploads;
   j["pending_upload_bytes"] = info.pending_upload_bytes;
+  if (info.heartbeat_s != 0) j["heartbeat_s"] = info.heartbeat_s;
   out += j.dump();
   return out;
 }
@@ -181,6 +182,60 @@ Status Meta::EndSession() {
   return Status::Ok();
 }
 
+bool Meta::IsStale(const SessionRecord& r, int64_t now_ns) {
+  const int64_t interval_s = r.info.heartbeat_s != 0 ? r.info.heartbeat_s : 12;
+  return now_ns - r.heartbeat_ns > kStaleHeartbeats * interval_s * 1'000'000'000;
+}
+
+Result<size_t> Meta::CleanupStaleSessions(int64_t now_ns) {
+  ASSIGN_OR_RETURN(auto sessions, ListSessions(*kv_));
+  size_t cleaned = 0;
+  for (const SessionRecord& r : sessions) {
+    if (r.id == session_ || !IsStale(r, now_ns)) continue;
+    RETURN_IF_ERROR(ReleaseSessionLocks(r.id));
+    // Files it kept after their last unlink: nobody else holds them open
+    // through this session any more.
+    std::vector<InodeId> kept;
+    RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
+      kept.clear();
+      ASSIGN_OR_RETURN(ScanResult page,
+                       txn.Scan(keys::SustainedInode(r.id, InodeId(0)),
+                                keys::SustainedInode(SessionId(r.id.value() + 1), InodeId(0)), 0));
+      for (const auto& item : page.items) {
+        kept.push_back(InodeId(GetBig64(item.key.data() + item.key.size() - 8)));
+      }
+      return Status::Ok();
+    }));
+    for (InodeId ino : kept) {
+      std::vector<SliceRef> freed;
+      RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+        freed.clear();
+        Attr a;
+        Status st = meta_internal::LoadAttr(txn, ino, &a);
+        if (st.ok() && a.nlink == 0 && !IsOpen(ino)) {
+          RETURN_IF_ERROR(meta_internal::DeleteInode(txn, ino, a, &freed));
+        } else if (!st.ok() && !st.Is(StatusCode::kNotFound)) {
+          return st;
+        }
+        txn.Delete(keys::SustainedInode(r.id, ino));
+        return Status::Ok();
+      }));
+      FreeSlices(freed);
+    }
+    // Removed only if it did not come back to life meanwhile.
+    RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+      ASSIGN_OR_RETURN(auto value, txn.Get(keys::Session(r.id)));
+      if (value && value->size() >= 8 &&
+          static_cast<int64_t>(GetBig64(value->data())) == r.heartbeat_ns) {
+        txn.Delete(keys::Session(r.id));
+      }
+      return Status::Ok();
+    }));
+    cleaned++;
+  }
+  return cleaned;
+}
+
 Result<std::vector<SessionRecord>> Meta::ListSessions(KvStore& kv) {
   std::vector<SessionRecord> out;
   RETURN_IF_ERROR(WithReadTransaction(kv, [&](KvTxn& txn) -> Status {
@@ -200,6 +255,7 @@ Result<std::vector<SessionRecord>> Meta::ListSessions(KvStore& kv) {
         r.info.staging_dir = j.value("staging_dir", "");
         r.info.pending_uploads = j.value("pending_uploads", uint64_t{0});
         r.info.pending_upload_bytes = j.value("pending_upload_bytes", uint64_t{0});
+        r.info.heartbeat_s = j.value("heartbeat_s", 0u);
       }
       out.push_back(std::move(r));
     }

@@ -77,7 +77,13 @@ struct SessionInfo {
   std::string staging_dir{};
   uint64_t pending_uploads = 0;
   uint64_t pending_upload_bytes = 0;
+  // How often the session promised to heartbeat (0: the default, 12 s). It
+  // counts as dead after kStaleHeartbeats of them without one.
+  uint32_t heartbeat_s = 0;
 };
+
+// Missed heartbeats after which any client may clean up a session.
+inline constexpr int kStaleHeartbeats = 5;
 
 struct SessionRecord {
   SessionId id;
@@ -123,6 +129,12 @@ class Meta {
   // counts change while mounted). kNotFound when the session was removed.
   Status UpdateSession(const SessionInfo& info);
   Status EndSession();
+  // Cleans up the sessions of other clients that stopped heartbeating (as
+  // of `now_ns`): releases their locks, reclaims the files they kept open
+  // after unlink, and removes the session. Returns how many were cleaned.
+  Result<size_t> CleanupStaleSessions(int64_t now_ns);
+  // True when a session's last heartbeat is older than its expiry.
+  static bool IsStale(const SessionRecord& r, int64_t now_ns);
   SessionId session() const { return session_; }
   static Result<std::vector<SessionRecord>> ListSessions(KvStore& kv);
 

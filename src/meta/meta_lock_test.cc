@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "common/units.h"
 #include "meta/keys.h"
 #include "meta/meta.h"
 
@@ -210,6 +211,51 @@ TEST_P(MetaLockTest, ReleaseAllOfAnOwnerOrASession) {
   EXPECT_EQ(Code(a_->Flock(ino_, 1, F_WRLCK)), kOk);
   EXPECT_EQ(Code(a_->SetLk(ino_, 1, 10, F_WRLCK, 0, kEof)), kOk);
   EXPECT_EQ(Code(a_->SetLk(e->inode, 1, 10, F_WRLCK, 0, kEof)), kOk);
+}
+
+TEST_P(MetaLockTest, StaleSessionsAreCleanedUpByAnotherClient) {
+  // a holds a flock, a POSIX lock, and a file it keeps open after unlink.
+  ASSERT_EQ(Code(a_->Flock(ino_, 7, F_WRLCK)), kOk);
+  ASSERT_EQ(Code(a_->SetLk(ino_, 8, 100, F_WRLCK, 0, 10)), kOk);
+  auto g = a_->Mknod(ctx_, kRootInode, "g", S_IFREG | 0644, 0);
+  ASSERT_TRUE(g.ok());
+  ASSERT_TRUE(a_->WriteSlice(g->inode, 0, {0, SliceId(99), 10, 0, 10}, 1).ok());
+  a_->OnOpen(g->inode);
+  ASSERT_EQ(Code(a_->Unlink(ctx_, kRootInode, "g")), kOk);
+  std::vector<SliceRef> freed;
+  b_->SetSliceDeleter([&](const std::vector<SliceRef>& s) { freed.insert(freed.end(), s.begin(), s.end()); });
+  ASSERT_EQ(Code(b_->Flock(ino_, 9, F_WRLCK)), kBlock);
+
+  // Within their heartbeat expiry nothing happens.
+  auto n = b_->CleanupStaleSessions(NowNanos());
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 0u);
+  EXPECT_EQ(Meta::ListSessions(b_->kv())->size(), 2u);
+
+  // An hour later a has not heartbeaten (b's own session is never cleaned).
+  n = b_->CleanupStaleSessions(NowNanos() + 3600ll * 1'000'000'000);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 1u);
+  auto sessions = Meta::ListSessions(b_->kv());
+  ASSERT_EQ(sessions->size(), 1u);
+  EXPECT_EQ((*sessions)[0].id, b_->session());
+  EXPECT_EQ(Code(b_->Flock(ino_, 9, F_WRLCK)), kOk);
+  EXPECT_EQ(b_->GetLk(ino_, 9, F_WRLCK, 0, 10)->type, F_UNLCK);
+  EXPECT_EQ(b_->GetAttr(g->inode).status().code(), StatusCode::kNotFound);
+  ASSERT_EQ(freed.size(), 1u);
+  EXPECT_EQ(freed[0].id, SliceId(99));
+  b_->SetSliceDeleter(nullptr);
+}
+
+TEST_P(MetaLockTest, StalenessFollowsEachSessionsOwnHeartbeat) {
+  SessionRecord r;
+  r.heartbeat_ns = 0;
+  r.info.heartbeat_s = 1;
+  EXPECT_FALSE(Meta::IsStale(r, 4'000'000'000));
+  EXPECT_TRUE(Meta::IsStale(r, 6'000'000'000));
+  r.info.heartbeat_s = 0;  // the default, 12 s
+  EXPECT_FALSE(Meta::IsStale(r, 59'000'000'000));
+  EXPECT_TRUE(Meta::IsStale(r, 61'000'000'000));
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, MetaLockTest, ::testing::Values("mem", "sqlite"));
