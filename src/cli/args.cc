@@ -1,5 +1,7 @@
 #include "cli/args.h"
 
+#include "common/units.h"
+
 namespace tessera {
 
 void Args::Value(const std::string& name, const std::string& alias) {
@@ -66,6 +68,30 @@ std::optional<std::string> Args::Get(const std::string& name) const {
 
 std::string Args::Get(const std::string& name, const std::string& fallback) const {
   return Get(name).value_or(fallback);
+}
+
+Result<uint64_t> Args::GetCount(const std::string& name, uint64_t fallback, uint64_t least,
+                                uint64_t most) const {
+  auto v = Get(name);
+  if (!v) return fallback;
+  auto n = ParseUint(*v, "--" + name);
+  if (!n.ok() || *n < least || *n > most) {
+    return Invalid("--" + name + " must be " + std::to_string(least) + " to " +
+                   std::to_string(most) + ", not '" + *v + "'");
+  }
+  return *n;
+}
+
+Result<uint64_t> Args::GetSize(const std::string& name, uint64_t fallback, uint64_t least,
+                               uint64_t most) const {
+  auto v = Get(name);
+  if (!v) return fallback;
+  auto size = ParseSize(*v);
+  if (!size.ok() || *size < least || *size > most) {
+    return Invalid("--" + name + " must be a size from " + FormatBytes(least) + " to " +
+                   FormatBytes(most) + " (e.g. 128K, 4M, 1G), not '" + *v + "'");
+  }
+  return *size;
 }
 
 }  // namespace tessera

@@ -3,6 +3,7 @@
 // missing values are errors with a one-line message.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
@@ -25,6 +26,13 @@ class Args {
   bool Has(const std::string& name) const { return values_.count(name) > 0; }
   std::optional<std::string> Get(const std::string& name) const;
   std::string Get(const std::string& name, const std::string& fallback) const;
+  // A whole number in [least, most] ("--name N"), or `fallback` when absent;
+  // kInvalid with a one-line message naming the option otherwise.
+  Result<uint64_t> GetCount(const std::string& name, uint64_t fallback, uint64_t least,
+                            uint64_t most) const;
+  // A size ("128K", "4M", "1G" or bytes) in [least, most], likewise.
+  Result<uint64_t> GetSize(const std::string& name, uint64_t fallback, uint64_t least,
+                           uint64_t most) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:

@@ -345,30 +345,6 @@ void PrintTable(const std::vector<Phase>& phases) {
               "the file is dropped first; a mount's block cache or a disk's is not).\n");
 }
 
-Result<uint64_t> SizeOption(const Args& args, const std::string& name, uint64_t fallback,
-                            uint64_t most) {
-  auto v = args.Get(name);
-  if (!v) return fallback;
-  auto size = ParseSize(*v);
-  if (!size.ok() || *size > most) {
-    return Invalid("--" + name + " must be a size from 0 to " + FormatBytes(most) +
-                   " (e.g. 128K, 4M, 1G), not '" + *v + "'");
-  }
-  return *size;
-}
-
-Result<uint64_t> CountOption(const Args& args, const std::string& name, uint64_t fallback,
-                             uint64_t least, uint64_t most) {
-  auto v = args.Get(name);
-  if (!v) return fallback;
-  auto n = ParseUint(*v, "--" + name);
-  if (!n.ok() || *n < least || *n > most) {
-    return Invalid("--" + name + " must be " + std::to_string(least) + " to " +
-                   std::to_string(most) + ", not '" + *v + "'");
-  }
-  return *n;
-}
-
 }  // namespace
 
 int RunBench(int argc, char** argv) {
@@ -384,13 +360,13 @@ int RunBench(int argc, char** argv) {
   if (args.positional().size() != 1) return Fail("bench", "expected one PATH (see --help)");
   Config cfg;
   cfg.dir = args.positional()[0];
-  auto big = SizeOption(args, "big-file-size", cfg.big_file_size, 1ull << 40);
+  auto big = args.GetSize("big-file-size", cfg.big_file_size, 0, 1ull << 40);
   if (!big.ok()) return Fail("bench", big.status());
-  auto small_size = SizeOption(args, "small-file-size", cfg.small_file_size, 1ull << 30);
+  auto small_size = args.GetSize("small-file-size", cfg.small_file_size, 0, 1ull << 30);
   if (!small_size.ok()) return Fail("bench", small_size.status());
-  auto small_files = CountOption(args, "small-files", cfg.small_files, 0, 100'000'000);
+  auto small_files = args.GetCount("small-files", cfg.small_files, 0, 100'000'000);
   if (!small_files.ok()) return Fail("bench", small_files.status());
-  auto threads = CountOption(args, "threads", cfg.threads, 1, 256);
+  auto threads = args.GetCount("threads", cfg.threads, 1, 256);
   if (!threads.ok()) return Fail("bench", threads.status());
   cfg.big_file_size = *big;
   cfg.small_file_size = *small_size;

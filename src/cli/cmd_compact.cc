@@ -79,14 +79,9 @@ int RunCompact(int argc, char** argv) {
     return 0;
   }
   if (args.positional().empty()) return Fail("compact", "expected PATH (see --help)");
-  size_t threads = 4;
-  if (auto v = args.Get("threads")) {
-    auto n = ParseUint(*v, "--threads");
-    if (!n.ok() || *n < 1 || *n > 256) {
-      return Fail("compact", "--threads must be 1 to 256, not '" + *v + "'");
-    }
-    threads = *n;
-  }
+  auto threads_arg = args.GetCount("threads", 4, 1, 256);
+  if (!threads_arg.ok()) return Fail("compact", threads_arg.status());
+  const size_t threads = *threads_arg;
 
   std::vector<MountedPath> roots;
   for (const std::string& path : args.positional()) {

@@ -322,29 +322,6 @@ void PrintTable(const std::vector<Row>& rows) {
       "lists every object of the size, so objects counts them once per worker).\n");
 }
 
-Result<uint64_t> CountOption(const Args& args, const std::string& name, uint64_t fallback,
-                             uint64_t least, uint64_t most) {
-  auto v = args.Get(name);
-  if (!v) return fallback;
-  auto n = ParseUint(*v, "--" + name);
-  if (!n.ok() || *n < least || *n > most) {
-    return Invalid("--" + name + " must be " + std::to_string(least) + " to " +
-                   std::to_string(most) + ", not '" + *v + "'");
-  }
-  return *n;
-}
-
-Result<uint64_t> SizeOption(const Args& args, const std::string& name, uint64_t fallback) {
-  auto v = args.Get(name);
-  if (!v) return fallback;
-  auto size = ParseSize(*v);
-  if (!size.ok() || *size == 0 || *size > (256u << 20)) {
-    return Invalid("--" + name + " must be a size from 1 byte to 256M (e.g. 128K, 4M), not '" + *v +
-                   "'");
-  }
-  return *size;
-}
-
 // What is being measured: the store and the header lines that describe it.
 struct Target {
   std::unique_ptr<ObjectStore> store;
@@ -436,19 +413,19 @@ int RunObjbench(int argc, char** argv) {
     return 0;
   }
   Config cfg;
-  auto threads = CountOption(args, "threads", cfg.threads, 1, 256);
+  auto threads = args.GetCount("threads", cfg.threads, 1, 256);
   if (!threads.ok()) return Fail("objbench", threads.status());
   cfg.threads = static_cast<unsigned>(*threads);
-  auto small_objects = CountOption(args, "small-objects", cfg.small_objects, 0, 10'000'000);
+  auto small_objects = args.GetCount("small-objects", cfg.small_objects, 0, 10'000'000);
   if (!small_objects.ok()) return Fail("objbench", small_objects.status());
   cfg.small_objects = *small_objects;
-  auto big_objects = CountOption(args, "big-objects", cfg.big_objects, 0, 1'000'000);
+  auto big_objects = args.GetCount("big-objects", cfg.big_objects, 0, 1'000'000);
   if (!big_objects.ok()) return Fail("objbench", big_objects.status());
   cfg.big_objects = *big_objects;
-  auto small_size = SizeOption(args, "small-size", cfg.small_size);
+  auto small_size = args.GetSize("small-size", cfg.small_size, 1, 256u << 20);
   if (!small_size.ok()) return Fail("objbench", small_size.status());
   cfg.small_size = *small_size;
-  auto big_size = SizeOption(args, "big-size", cfg.big_size);
+  auto big_size = args.GetSize("big-size", cfg.big_size, 1, 256u << 20);
   if (!big_size.ok()) return Fail("objbench", big_size.status());
   cfg.big_size = *big_size;
   const std::string fill = args.Get("fill", "random");
