@@ -7,9 +7,12 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libfuse3-dev fuse3
   libsqlite3-dev sqlite3
+  libpq-dev postgresql
+  libhiredis-dev redis-server
   libgtest-dev nlohmann-json3-dev
   liblz4-dev libzstd-dev libssl-dev openssl
   libcurl4-openssl-dev
+  etcd-server
   python3
 )
 

@@ -6,7 +6,10 @@
 #include <thread>
 
 #include "kv/kv.h"
+#include "kv/etcd_kv.h"
 #include "kv/memory_kv.h"
+#include "kv/redis_kv.h"
+#include "kv/postgres_kv.h"
 #include "kv/sqlite_kv.h"
 #include "kv/txn_retry.h"
 
@@ -32,7 +35,10 @@ Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& o
     std::string_view scheme = url.substr(0, sep);
     std::string_view rest = url.substr(sep + 3);
     if (scheme == "mem") return OpenMemoryKv(rest);
+    if (scheme == "etcd") return OpenEtcdKv(url, options);
     if (scheme == "sqlite3") return OpenSqliteKv(url, rest, options);
+    if (scheme == "postgres" || scheme == "postgresql") return OpenPostgresKv(url, options);
+    if (scheme == "redis" || scheme == "rediss") return OpenRedisKv(url, options);
   }
   return Invalid("unsupported metadata URL '" + std::string(url) +
                  "' (expected sqlite3://PATH or mem://NAME)");

@@ -13,7 +13,10 @@
 
 #include "common/coding.h"
 #include "kv/kv.h"
+#include "kv/etcd_test_server.h"
 #include "kv/kv_test_util.h"
+#include "kv/pg_test_server.h"
+#include "kv/redis_test_server.h"
 
 namespace tessera {
 namespace {
@@ -32,6 +35,18 @@ class KvConformanceTest : public ::testing::TestWithParam<std::string> {
     if (GetParam() == "sqlite") {
       dir_ = std::make_unique<TempDir>();
       url_ = "sqlite3://" + dir_->path() + "/meta.db";
+    } else if (GetParam() == "postgres") {
+      Result<std::string> url = NewPgTestDatabase();
+      ASSERT_TRUE(url.ok()) << url.status().ToString();
+      url_ = *url;
+    } else if (GetParam() == "redis") {
+      Result<std::string> url = NewRedisTestUrl();
+      ASSERT_TRUE(url.ok()) << url.status().ToString();
+      url_ = *url;
+    } else if (GetParam() == "etcd") {
+      Result<std::string> url = NewEtcdTestUrl();
+      ASSERT_TRUE(url.ok()) << url.status().ToString();
+      url_ = *url;
     } else {
       url_ = "mem://";
     }
@@ -442,7 +457,7 @@ TEST_P(KvConformanceTest, ConcurrentInsertsWithScans) {
   EXPECT_TRUE(r.more);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, KvConformanceTest, ::testing::Values("memory", "sqlite"),
+INSTANTIATE_TEST_SUITE_P(Engines, KvConformanceTest, ::testing::Values("memory", "sqlite", "postgres", "redis", "etcd"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });

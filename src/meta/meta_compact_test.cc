@@ -86,7 +86,7 @@ TEST_P(MetaCompactTest, KeepsRecordsBelowTheWindowAndSharedSlices) {
             StatusCode::kBusy);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, MetaCompactTest, ::testing::Values("mem://", "sqlite"));
+INSTANTIATE_TEST_SUITE_P(Engines, MetaCompactTest, ::testing::Values("mem://", "sqlite", "postgres", "redis", "etcd"));
 
 }  // namespace
 }  // namespace tessera

@@ -132,7 +132,7 @@ TEST_P(MetaLinksTest, CopyAcrossChunkBoundaries) {
   EXPECT_EQ(meta_->ReadChunk(src, 0)->size(), 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, MetaLinksTest, ::testing::Values("mem://", "sqlite"));
+INSTANTIATE_TEST_SUITE_P(Engines, MetaLinksTest, ::testing::Values("mem://", "sqlite", "postgres", "redis", "etcd"));
 
 }  // namespace
 }  // namespace tessera

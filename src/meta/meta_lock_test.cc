@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "common/units.h"
+#include "kv/redis_test_server.h"
 #include "meta/keys.h"
 #include "meta/meta.h"
 
@@ -27,6 +28,10 @@ class MetaLockTest : public ::testing::TestWithParam<std::string> {
       std::filesystem::remove_all(dir_);
       std::filesystem::create_directories(dir_);
       url_ = "sqlite3://" + (dir_ / "meta.db").string();
+    } else if (GetParam() == "redis") {
+      Result<std::string> url = NewRedisTestUrl();
+      ASSERT_TRUE(url.ok()) << url.status().ToString();
+      url_ = *url;
     } else {
       url_ = "mem://lock-test-" + unique + "-" + std::to_string(reinterpret_cast<uintptr_t>(this));
     }
@@ -258,7 +263,7 @@ TEST_P(MetaLockTest, StalenessFollowsEachSessionsOwnHeartbeat) {
   EXPECT_TRUE(Meta::IsStale(r, 61'000'000'000));
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, MetaLockTest, ::testing::Values("mem", "sqlite"));
+INSTANTIATE_TEST_SUITE_P(Engines, MetaLockTest, ::testing::Values("mem", "sqlite", "redis"));
 
 }  // namespace
 }  // namespace tessera

@@ -468,7 +468,7 @@ TEST_P(MetaTest, XattrsGoWithTheInode) {
   EXPECT_EQ(meta_->StatFs()->used_inodes, 2u);  // src (now "victim") and e2 (now "e")
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, MetaTest, ::testing::Values("mem://", "sqlite"));
+INSTANTIATE_TEST_SUITE_P(Engines, MetaTest, ::testing::Values("mem://", "sqlite", "postgres", "redis", "etcd"));
 
 class MetaQuotaTest : public MetaTest {
  protected:
@@ -488,7 +488,7 @@ TEST_P(MetaQuotaTest, CapacityIsEnforcedWithoutPartialChanges) {
   EXPECT_EQ(meta_->StatFs()->total_space, 8192u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, MetaQuotaTest, ::testing::Values("mem://", "sqlite"));
+INSTANTIATE_TEST_SUITE_P(Engines, MetaQuotaTest, ::testing::Values("mem://", "sqlite", "postgres", "redis", "etcd"));
 
 }  // namespace
 }  // namespace tessera

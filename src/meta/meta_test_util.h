@@ -1,5 +1,5 @@
 // A test fixture with a freshly formatted volume, run once per engine:
-// the memory engine and a real SQLite file.
+// the memory engine, a real SQLite file and a private PostgreSQL server.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "kv/etcd_test_server.h"
+#include "kv/pg_test_server.h"
+#include "kv/redis_test_server.h"
 #include "meta/meta.h"
 
 namespace tessera {
@@ -34,6 +37,19 @@ class MetaFixture : public ::testing::TestWithParam<std::string> {
       std::filesystem::remove_all(dir_);
       std::filesystem::create_directories(dir_);
       url = "sqlite3://" + (dir_ / "meta.db").string();
+    } else if (url == "postgres") {
+      Result<std::string> pg = NewPgTestDatabase();
+      ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+      url = *pg;
+    } else if (url == "redis") {
+      Result<std::string> redis = NewRedisTestUrl();
+      ASSERT_TRUE(redis.ok()) << redis.status().ToString();
+      url = *redis;
+    }
+    if (url == "etcd") {
+      Result<std::string> etcd = NewEtcdTestUrl();
+      ASSERT_TRUE(etcd.ok()) << etcd.status().ToString();
+      url = *etcd;
     }
     auto kv = OpenKv(url, KvOptions{.create_if_missing = true});
     ASSERT_TRUE(kv.ok()) << kv.status().ToString();

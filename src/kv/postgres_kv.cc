@@ -1,0 +1,362 @@
+#include "kv/postgres_kv.h"
+
+#include <libpq-fe.h>
+
+#include <array>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/log.h"
+#include "kv/buffered_txn.h"
+
+namespace tessera {
+namespace {
+
+// Bounds every statement, lock waits included, so that a stuck server or a
+// forgotten lock holder surfaces as kUnavailable instead of a hang. Commits
+// only wait for other commits, which are short.
+constexpr const char* kStatementTimeout = "30s";
+// Client-side limits, for a server or network that stops answering (the
+// statement timeout is enforced by the server): connect within 10 s; drop a
+// TCP connection whose sent data stays unacknowledged for 30 s or whose idle
+// peer fails keepalive probes. The URL may override each of them.
+constexpr std::array<const char*, 6> kClientKeys = {"connect_timeout",  "keepalives",
+                                                    "keepalives_idle",  "keepalives_interval",
+                                                    "keepalives_count", "tcp_user_timeout"};
+constexpr std::array<const char*, 6> kClientValues = {"10", "1", "30", "10", "3", "30000"};
+// Idle connections kept for reuse; more are closed when returned.
+constexpr size_t kMaxIdleConnections = 16;
+
+constexpr unsigned kByteaOid = 17;
+constexpr unsigned kInt8Oid = 20;
+
+struct StatementDef {
+  const char* name;
+  const char* sql;
+  int nparams;
+  std::array<unsigned, 3> types;
+};
+
+enum StatementId : size_t { kGet, kScanTo, kScanAll, kPut, kDelete, kBump, kNumStatements };
+
+// LIMIT NULL means no limit.
+constexpr std::array<StatementDef, kNumStatements> kStatements = {{
+    {"tessera_get", "SELECT v FROM tessera_kv WHERE k = $1", 1, {kByteaOid}},
+    {"tessera_scan_to",
+     "SELECT k, v FROM tessera_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+     3,
+     {kByteaOid, kByteaOid, kInt8Oid}},
+    {"tessera_scan_all",
+     "SELECT k, v FROM tessera_kv WHERE k >= $1 ORDER BY k LIMIT $2",
+     2,
+     {kByteaOid, kInt8Oid}},
+    {"tessera_put",
+     "INSERT INTO tessera_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+     2,
+     {kByteaOid, kByteaOid}},
+    {"tessera_delete", "DELETE FROM tessera_kv WHERE k = $1", 1, {kByteaOid}},
+    {"tessera_bump", "UPDATE tessera_kv_clock SET n = n + 1 WHERE id = 1", 0, {}},
+}};
+
+constexpr const char* kSchemaSql =
+    "CREATE TABLE IF NOT EXISTS tessera_kv (k bytea PRIMARY KEY, v bytea NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS tessera_kv_clock (id int PRIMARY KEY, n bigint NOT NULL);"
+    "INSERT INTO tessera_kv_clock (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING";
+
+using PgResult = std::unique_ptr<PGresult, decltype(&PQclear)>;
+
+struct Connection {
+  ~Connection() { PQfinish(conn); }
+  PGconn* conn = nullptr;
+};
+
+// One statement parameter: bytes sent in binary, or text (for the limit),
+// or NULL.
+struct Param {
+  std::optional<std::string_view> value;
+  bool binary = true;
+};
+
+class PgShared {
+ public:
+  PgShared(std::string url, std::string redacted)
+      : url_(std::move(url)), redacted_(std::move(redacted)) {}
+
+  const std::string& url() const { return redacted_; }
+  std::mutex& commit_mu() { return commit_mu_; }
+
+  // Connects; `initialize` (a store's first connection) also creates the
+  // tables, which the statements prepared here need.
+  Result<std::unique_ptr<Connection>> Open(bool initialize = false) {
+    auto c = std::make_unique<Connection>();
+    // Entries before dbname are defaults that the expanded URL overrides.
+    std::vector<const char*> keys(kClientKeys.begin(), kClientKeys.end());
+    std::vector<const char*> values(kClientValues.begin(), kClientValues.end());
+    keys.push_back("dbname");
+    values.push_back(url_.c_str());
+    keys.push_back(nullptr);
+    values.push_back(nullptr);
+    c->conn = PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1);
+    if (c->conn == nullptr) return Unavailable("cannot allocate a connection to " + redacted_);
+    if (PQstatus(c->conn) != CONNECTION_OK) {
+      return Unavailable("cannot connect to " + redacted_ + ": " + Trim(PQerrorMessage(c->conn)));
+    }
+    std::string set = std::string("SET statement_timeout = '") + kStatementTimeout + "'";
+    RETURN_IF_ERROR(Exec(*c, set.c_str(), "setting the statement timeout"));
+    if (initialize) {
+      // Two clients creating the tables at once can collide in the catalog
+      // (IF NOT EXISTS is not atomic); the second attempt then finds them.
+      Status s = Exec(*c, kSchemaSql, "creating the tables");
+      if (!s.ok() && !s.Is(StatusCode::kUnavailable))
+        s = Exec(*c, kSchemaSql, "creating the tables");
+      RETURN_IF_ERROR(s);
+    }
+    for (const StatementDef& def : kStatements) {
+      PgResult r(PQprepare(c->conn, def.name, def.sql, def.nparams, def.types.data()), PQclear);
+      RETURN_IF_ERROR(Check(*c, r.get(), "preparing statements"));
+    }
+    return c;
+  }
+
+  // An idle connection, or a new one.
+  Result<std::unique_ptr<Connection>> Acquire() {
+    {
+      std::lock_guard lock(mu_);
+      while (!idle_.empty()) {
+        std::unique_ptr<Connection> c = std::move(idle_.back());
+        idle_.pop_back();
+        if (PQstatus(c->conn) == CONNECTION_OK) return c;
+      }
+    }
+    return Open();
+  }
+
+  // Takes back a connection with no transaction open.
+  void Release(std::unique_ptr<Connection> c) {
+    if (PQstatus(c->conn) != CONNECTION_OK || PQtransactionStatus(c->conn) != PQTRANS_IDLE) return;
+    std::lock_guard lock(mu_);
+    if (idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(c));
+  }
+
+  // Runs SQL without parameters.
+  Status Exec(Connection& c, const char* sql, std::string_view what) const {
+    PgResult r(PQexec(c.conn, sql), PQclear);
+    return Check(c, r.get(), what);
+  }
+
+  // Maps a result to a status: serialization failures and deadlocks are
+  // conflicts; a broken connection or a timeout is kUnavailable.
+  Status Check(Connection& c, PGresult* r, std::string_view what) const {
+    ExecStatusType st = r != nullptr ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Status::Ok();
+    const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    std::string code = state != nullptr ? state : "";
+    std::string message = r != nullptr ? Trim(PQresultErrorMessage(r)) : "";
+    if (message.empty()) message = Trim(PQerrorMessage(c.conn));
+    std::string text = "PostgreSQL error on " + redacted_ + " while " + std::string(what) + ": " +
+                       message + (code.empty() ? "" : " (SQLSTATE " + code + ")");
+    if (code == "40001" || code == "40P01") return Conflict(text);
+    if (PQstatus(c.conn) != CONNECTION_OK || code == "57014" || code.starts_with("08") ||
+        code == "57P01" || code == "57P03") {
+      return Unavailable(text);
+    }
+    return IoError(text);
+  }
+
+  static std::string Trim(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+  }
+
+ private:
+  const std::string url_;
+  const std::string redacted_;
+  std::mutex commit_mu_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_
+};
+
+class PgTxn final : public BufferedKvTxn {
+ public:
+  // An exclusive transaction holds this store's commit mutex throughout, so
+  // no other transaction of this process commits between its snapshot and
+  // its commit: retries after a conflict use it.
+  PgTxn(std::shared_ptr<PgShared> shared, bool exclusive) : shared_(std::move(shared)) {
+    if (exclusive) exclusive_lock_ = std::unique_lock(shared_->commit_mu());
+  }
+  ~PgTxn() override { End(); }
+
+ protected:
+  Result<std::optional<std::string>> SnapshotGet(std::string_view key) override {
+    RETURN_IF_ERROR(StartTxn());
+    ASSIGN_OR_RETURN(PgResult r, Run(kGet, {Param{key}}, "reading a key"));
+    if (PQntuples(r.get()) == 0) return std::optional<std::string>();
+    return std::optional<std::string>(Bytes(r.get(), 0, 0));
+  }
+
+  Result<ScanResult> SnapshotScan(std::string_view begin, std::string_view end,
+                                  size_t limit) override {
+    RETURN_IF_ERROR(StartTxn());
+    // One row past the limit tells whether there is more.
+    std::string sql_limit = std::to_string(limit + 1);
+    Param lim{limit == 0 ? std::nullopt : std::optional<std::string_view>(sql_limit), false};
+    Result<PgResult> r = end.empty()
+                             ? Run(kScanAll, {Param{begin}, lim}, "scanning keys")
+                             : Run(kScanTo, {Param{begin}, Param{end}, lim}, "scanning keys");
+    RETURN_IF_ERROR(r.status());
+    PGresult* res = r->get();
+    ScanResult out;
+    int rows = PQntuples(res);
+    out.items.reserve(static_cast<size_t>(rows));
+    for (int i = 0; i < rows; ++i)
+      out.items.push_back(KeyValue{Bytes(res, i, 0), Bytes(res, i, 1)});
+    if (limit != 0 && out.items.size() > limit) {
+      out.items.pop_back();
+      out.more = true;
+    }
+    return out;
+  }
+
+  Status CommitWrites(WriteBuffer writes) override {
+    RETURN_IF_ERROR(failed_);
+    if (writes.empty()) {
+      End();  // a read-only transaction just drops its snapshot
+      return Status::Ok();
+    }
+    std::unique_lock<std::mutex> lock;
+    if (!exclusive_lock_.owns_lock()) lock = std::unique_lock(shared_->commit_mu());
+    // Blind writes open the transaction here; nothing was read, so the fresh
+    // snapshot cannot make them conflict.
+    Status s = StartTxn();
+    // The clock first: it fails at once if anyone committed since our
+    // snapshot, and its row lock orders concurrent committers.
+    if (s.ok()) s = Run(kBump, {}, "committing").status();
+    for (auto it = writes.begin(); s.ok() && it != writes.end(); ++it) {
+      const auto& [key, value] = *it;
+      s = value ? Run(kPut, {Param{key}, Param{*value}}, "writing a key").status()
+                : Run(kDelete, {Param{key}}, "deleting a key").status();
+    }
+    if (s.ok()) s = shared_->Exec(*conn_, "COMMIT", "committing");
+    End();
+    return s;
+  }
+
+ private:
+  // Opens the transaction on a pooled connection. A pooled connection may
+  // have been cut since it was last used (server restart, idle timeout): one
+  // fresh connection is tried before reporting kUnavailable, which is safe
+  // because nothing has run yet.
+  Status StartTxn() {
+    RETURN_IF_ERROR(failed_);
+    if (conn_) return Status::Ok();
+    Status s;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      Result<std::unique_ptr<Connection>> c = shared_->Acquire();
+      if (!c.ok()) return Fail(c.status());
+      conn_ = std::move(c).value();
+      s = shared_->Exec(*conn_, "BEGIN ISOLATION LEVEL REPEATABLE READ", "starting a transaction");
+      if (s.ok()) return s;
+      conn_.reset();
+      if (!s.Is(StatusCode::kUnavailable)) break;
+    }
+    return Fail(s);
+  }
+
+  Result<PgResult> Run(StatementId id, std::initializer_list<Param> params, std::string_view what) {
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+    std::vector<int> formats;
+    for (const Param& p : params) {
+      // A zero-length bytea still needs a non-null pointer (null means NULL).
+      values.push_back(p.value ? (p.value->empty() ? "" : p.value->data()) : nullptr);
+      lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+      formats.push_back(p.binary ? 1 : 0);
+    }
+    PgResult r(PQexecPrepared(conn_->conn, kStatements[id].name, static_cast<int>(values.size()),
+                              values.data(), lengths.data(), formats.data(), /*resultFormat=*/1),
+               PQclear);
+    Status s = shared_->Check(*conn_, r.get(), what);
+    if (!s.ok()) return Fail(s);
+    return r;
+  }
+
+  static std::string Bytes(PGresult* r, int row, int col) {
+    return std::string(PQgetvalue(r, row, col), static_cast<size_t>(PQgetlength(r, row, col)));
+  }
+
+  // Remembers the first error: PostgreSQL has aborted the transaction, and
+  // nothing after it may run as if it had not.
+  Status Fail(Status s) {
+    if (failed_.ok()) failed_ = s;
+    return s;
+  }
+
+  // Rolls back whatever is open and pools the connection, or drops it when
+  // it is broken or cannot be brought back to a clean state.
+  void End() {
+    if (!conn_) return;
+    if (PQstatus(conn_->conn) == CONNECTION_OK &&
+        PQtransactionStatus(conn_->conn) != PQTRANS_IDLE) {
+      Status s = shared_->Exec(*conn_, "ROLLBACK", "rolling back");
+      if (!s.ok()) LogWarn(s.ToString());
+    }
+    shared_->Release(std::move(conn_));
+  }
+
+  std::shared_ptr<PgShared> shared_;
+  std::unique_ptr<Connection> conn_;  // from the first statement on
+  Status failed_;
+  std::unique_lock<std::mutex> exclusive_lock_;
+};
+
+class PgKvStore final : public KvStore {
+ public:
+  explicit PgKvStore(std::shared_ptr<PgShared> shared) : shared_(std::move(shared)) {}
+  std::string Url() const override { return shared_->url(); }
+  Result<std::unique_ptr<KvTxn>> Begin() override {
+    return std::unique_ptr<KvTxn>(std::make_unique<PgTxn>(shared_, false));
+  }
+  Result<std::unique_ptr<KvTxn>> BeginExclusive() override {
+    return std::unique_ptr<KvTxn>(std::make_unique<PgTxn>(shared_, true));
+  }
+
+ private:
+  std::shared_ptr<PgShared> shared_;
+};
+
+}  // namespace
+
+std::string RedactPostgresUrl(std::string_view url) {
+  std::string out(url);
+  size_t sep = out.find("://");
+  if (sep == std::string::npos) return out;
+  size_t auth = sep + 3;
+  size_t at = out.find('@', auth);
+  size_t slash = out.find_first_of("/?", auth);
+  if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+    size_t colon = out.find(':', auth);
+    if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
+  }
+  size_t pw = out.find("password=");
+  if (pw != std::string::npos && pw > 0 && (out[pw - 1] == '?' || out[pw - 1] == '&')) {
+    size_t stop = out.find('&', pw);
+    out.erase(pw + 9, stop == std::string::npos ? std::string::npos : stop - pw - 9);
+  }
+  return out;
+}
+
+Result<std::unique_ptr<KvStore>> OpenPostgresKv(std::string_view url, const KvOptions& options) {
+  // The database itself must exist: creating one needs other privileges and
+  // a server-side choice of owner and encoding, so only the tables are ours.
+  (void)options;
+  auto shared = std::make_shared<PgShared>(std::string(url), RedactPostgresUrl(url));
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> first, shared->Open(/*initialize=*/true));
+  shared->Release(std::move(first));
+  return std::unique_ptr<KvStore>(std::make_unique<PgKvStore>(std::move(shared)));
+}
+
+}  // namespace tessera

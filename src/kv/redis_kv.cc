@@ -1,0 +1,470 @@
+#include "kv/redis_kv.h"
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kv/buffered_txn.h"
+
+namespace tessera {
+namespace {
+
+constexpr size_t kMaxIdleConnections = 16;
+constexpr int kConnectTimeoutMs = 5000;
+// A script over a large range can take a while; a dead server must not hang
+// the caller for ever.
+constexpr int kCommandTimeoutMs = 30000;
+// Undo records outlive the longest transaction that still wants to read its
+// snapshot; older snapshots get kConflict and are retried.
+constexpr int kUndoTtlSeconds = 600;
+// Rebuilding a snapshot walks one undo record per commit since: past this
+// many the read gives up with kConflict instead of doing unbounded work.
+constexpr int kMaxSnapshotLag = 2000;
+
+// Shared prologue of the read scripts: KEYS[1] counter, KEYS[4] undo prefix,
+// ARGV[1] snapshot ("" = now). Sets cur and s, or returns {s, "old"}.
+constexpr const char* kSnapshotPrologue = R"lua(
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local s = cur
+if ARGV[1] ~= '' then s = tonumber(ARGV[1]) end
+if cur - s > tonumber(ARGV[2]) then return {tostring(s), 'old'} end
+for v = s + 1, cur do
+  if redis.call('EXISTS', KEYS[4] .. v) == 0 then return {tostring(s), 'old'} end
+end
+)lua";
+
+// ARGV[3..]: keys. Returns {s, "ok", v1, v2, ...}, each "0" (absent) or
+// "1"+value as of snapshot s.
+const std::string kGetScript = std::string(kSnapshotPrologue) + R"lua(
+local out = {tostring(s), 'ok'}
+for i = 3, #ARGV do
+  local val = false
+  for v = s + 1, cur do
+    val = redis.call('HGET', KEYS[4] .. v, ARGV[i])
+    if val then break end
+  end
+  if not val then
+    local c = redis.call('HGET', KEYS[2], ARGV[i])
+    if c then val = '1' .. c else val = '0' end
+  end
+  out[#out + 1] = val
+end
+return out
+)lua";
+
+// ARGV[3] min, ARGV[4] max (ZRANGEBYLEX syntax), ARGV[5] limit (0: none).
+// Returns {s, "ok", n, n undo (key, old) pairs oldest commit first, then
+// current (key, value) pairs}. The current range is fetched with room for
+// every changed key to drop out of it, so the caller can cut the snapshot
+// view to the limit and still know exactly whether more follows.
+const std::string kScanScript = std::string(kSnapshotPrologue) + R"lua(
+local out = {tostring(s), 'ok', 0}
+local n = 0
+for v = s + 1, cur do
+  local u = redis.call('HGETALL', KEYS[4] .. v)
+  for j = 1, #u do out[#out + 1] = u[j] end
+  n = n + #u / 2
+end
+out[3] = n
+local limit = tonumber(ARGV[5])
+local ks
+if limit == 0 then
+  ks = redis.call('ZRANGEBYLEX', KEYS[3], ARGV[3], ARGV[4])
+else
+  ks = redis.call('ZRANGEBYLEX', KEYS[3], ARGV[3], ARGV[4], 'LIMIT', 0, limit + n + 1)
+end
+for j = 1, #ks do
+  out[#out + 1] = ks[j]
+  out[#out + 1] = redis.call('HGET', KEYS[2], ks[j]) or ''
+end
+return out
+)lua";
+
+// ARGV[1] snapshot ("" = blind writes, no check), ARGV[2] undo TTL, then
+// ops: "p" key value | "d" key. Returns 1, or 0 on conflict.
+constexpr const char* kCommitScript = R"lua(
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= cur then return 0 end
+local u = KEYS[4] .. (cur + 1)
+local i = 3
+while i <= #ARGV do
+  local k = ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[2], k)
+  if old then old = '1' .. old else old = '0' end
+  redis.call('HSET', u, k, old)
+  if ARGV[i] == 'p' then
+    redis.call('HSET', KEYS[2], k, ARGV[i + 2])
+    redis.call('ZADD', KEYS[3], 0, k)
+    i = i + 3
+  else
+    redis.call('HDEL', KEYS[2], k)
+    redis.call('ZREM', KEYS[3], k)
+    i = i + 2
+  end
+end
+redis.call('EXPIRE', u, tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], cur + 1)
+return 1
+)lua";
+
+struct ReplyDeleter {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+struct ContextDeleter {
+  void operator()(redisContext* c) const { redisFree(c); }
+};
+using Context = std::unique_ptr<redisContext, ContextDeleter>;
+
+timeval Millis(int ms) { return timeval{ms / 1000, (ms % 1000) * 1000}; }
+
+std::string ReplyString(const redisReply* r) {
+  return r->str != nullptr ? std::string(r->str, r->len) : std::string();
+}
+
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      std::string hex(s.substr(i + 1, 2));
+      char* end = nullptr;
+      long v = strtol(hex.c_str(), &end, 16);
+      if (end == hex.c_str() + 2) {
+        out.push_back(static_cast<char>(v));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+struct RedisAddress {
+  std::string user, password, host;
+  int port = 6379;
+  int db = 0;
+  std::string prefix = "tessera";
+  std::string public_url;  // without the password
+};
+
+Result<RedisAddress> ParseUrl(std::string_view url) {
+  RedisAddress a;
+  auto bad = [&](const std::string& why) {
+    return Invalid("malformed metadata URL '" + std::string(url) + "': " + why +
+                   " (expected redis://[user:pass@]host:port[/db][?prefix=NAME])");
+  };
+  size_t sep = url.find("://");
+  std::string_view rest = url.substr(sep + 3);
+  size_t q = rest.find('?');
+  std::string_view query = q == std::string_view::npos ? "" : rest.substr(q + 1);
+  rest = rest.substr(0, q);
+  size_t at = rest.rfind('@');
+  if (at != std::string_view::npos) {
+    std::string_view ui = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    size_t colon = ui.find(':');
+    if (colon == std::string_view::npos) {
+      a.password = PercentDecode(ui);  // redis://pass@host, as redis-cli accepts
+    } else {
+      a.user = PercentDecode(ui.substr(0, colon));
+      a.password = PercentDecode(ui.substr(colon + 1));
+    }
+  }
+  size_t slash = rest.find('/');
+  std::string_view hostport = rest.substr(0, slash);
+  if (slash != std::string_view::npos && slash + 1 < rest.size()) {
+    std::string db(rest.substr(slash + 1));
+    char* end = nullptr;
+    long v = strtol(db.c_str(), &end, 10);
+    if (*end != '\0' || v < 0) return bad("database '" + db + "' is not a number");
+    a.db = static_cast<int>(v);
+  }
+  size_t colon = hostport.rfind(':');
+  a.host = std::string(hostport.substr(0, colon));
+  if (colon != std::string_view::npos) {
+    std::string port(hostport.substr(colon + 1));
+    char* end = nullptr;
+    long v = strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || v <= 0 || v > 65535) return bad("bad port '" + port + "'");
+    a.port = static_cast<int>(v);
+  }
+  if (a.host.empty()) return bad("no host");
+  if (!query.empty()) {
+    if (query.substr(0, 7) != "prefix=" || query.size() == 7) return bad("unknown option");
+    a.prefix = PercentDecode(query.substr(7));
+  }
+  a.public_url = "redis://" + (a.user.empty() ? "" : a.user + "@") + a.host + ":" +
+                 std::to_string(a.port) + "/" + std::to_string(a.db) +
+                 (query.empty() ? "" : "?" + std::string(query));
+  return a;
+}
+
+class RedisKvStore : public KvStore {
+ public:
+  explicit RedisKvStore(RedisAddress a) : a_(std::move(a)) {
+    std::string base = "{" + a_.prefix + "}:";
+    keys_ = {base + "v", base + "d", base + "i", base + "u:"};
+  }
+  ~RedisKvStore() override = default;
+
+  std::string Url() const override { return a_.public_url; }
+  Result<std::unique_ptr<KvTxn>> Begin() override;
+  Result<std::unique_ptr<KvTxn>> BeginExclusive() override;
+
+  // Runs one script: EVAL script 4 <keys_> args. `idempotent` scripts are
+  // retried once on a fresh connection when a pooled one turns out broken
+  // (server restart, idle timeout); a commit is not, as it may have applied.
+  Result<Reply> Eval(const std::string& script, const std::vector<std::string>& args,
+                     bool idempotent) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    auto add = [&](const std::string& s) {
+      argv.push_back(s.data());
+      lens.push_back(s.size());
+    };
+    static const std::string kEval = "EVAL", kNumKeys = "4";
+    add(kEval);
+    add(script);
+    add(kNumKeys);
+    for (const auto& k : keys_) add(k);
+    for (const auto& s : args) add(s);
+    for (int attempt = 0;; ++attempt) {
+      ASSIGN_OR_RETURN(Context c, Acquire());
+      Reply r(static_cast<redisReply*>(
+          redisCommandArgv(c.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
+      if (r == nullptr) {
+        std::string why = c->errstr;
+        // A server restart breaks every pooled connection alike.
+        DropIdle();
+        if (idempotent && attempt == 0) continue;  // c is dropped: reconnect
+        return Unavailable("redis " + Url() + ": " + why);
+      }
+      Release(std::move(c));
+      if (r->type == REDIS_REPLY_ERROR) {
+        return IoError("redis " + Url() + ": " + ReplyString(r.get()));
+      }
+      return r;
+    }
+  }
+
+  // Serialises this process's exclusive transactions and all its commits.
+  std::mutex exclusive_mu_;
+
+  Result<Context> Connect() {
+    Context c(redisConnectWithTimeout(a_.host.c_str(), a_.port, Millis(kConnectTimeoutMs)));
+    if (c == nullptr) return Unavailable("redis " + Url() + ": out of memory");
+    if (c->err) return Unavailable("redis " + Url() + ": cannot connect: " + c->errstr);
+    redisSetTimeout(c.get(), Millis(kCommandTimeoutMs));
+    if (!a_.password.empty()) {
+      Reply r(static_cast<redisReply*>(
+          a_.user.empty()
+              ? redisCommand(c.get(), "AUTH %b", a_.password.data(), a_.password.size())
+              : redisCommand(c.get(), "AUTH %b %b", a_.user.data(), a_.user.size(),
+                             a_.password.data(), a_.password.size())));
+      if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+        return Unavailable("redis " + Url() + ": authentication failed: " +
+                           (r ? ReplyString(r.get()) : std::string(c->errstr)));
+      }
+    }
+    if (a_.db != 0) {
+      Reply r(static_cast<redisReply*>(redisCommand(c.get(), "SELECT %d", a_.db)));
+      if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+        return Unavailable("redis " + Url() + ": cannot select database " +
+                           std::to_string(a_.db) + ": " +
+                           (r ? ReplyString(r.get()) : std::string(c->errstr)));
+      }
+    }
+    return c;
+  }
+
+  // Evicted keys would silently lose metadata: only policies that never
+  // evict our keys (they have no TTL, except undo records) are accepted.
+  Status CheckEvictionPolicy() {
+    ASSIGN_OR_RETURN(Context c, Acquire());
+    Reply r(static_cast<redisReply*>(redisCommand(c.get(), "CONFIG GET maxmemory-policy")));
+    if (r == nullptr) return Unavailable("redis " + Url() + ": " + c->errstr);
+    Release(std::move(c));
+    // Servers that disable CONFIG (some managed services) cannot be checked.
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return Status::Ok();
+    std::string policy = ReplyString(r->element[1]);
+    if (policy == "noeviction" || policy.rfind("volatile-", 0) == 0) return Status::Ok();
+    return Invalid("redis " + Url() + " has maxmemory-policy " + policy +
+                   ", which could evict metadata keys; set it to noeviction");
+  }
+
+ private:
+  Result<Context> Acquire() {
+    {
+      std::lock_guard<std::mutex> lock(pool_mu_);
+      if (!idle_.empty()) {
+        Context c = std::move(idle_.back());
+        idle_.pop_back();
+        return c;
+      }
+    }
+    return Connect();
+  }
+  void DropIdle() {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    idle_.clear();
+  }
+  void Release(Context c) {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(c));
+  }
+
+  RedisAddress a_;
+  std::vector<std::string> keys_;
+  std::mutex pool_mu_;
+  std::vector<Context> idle_;
+};
+
+// Decodes "0" / "1"+value.
+Result<std::optional<std::string>> DecodeValue(const redisReply* r) {
+  if (r->type != REDIS_REPLY_STRING || r->len == 0) return Corrupt("redis: bad value record");
+  if (r->str[0] == '0') return std::optional<std::string>();
+  return std::optional<std::string>(std::string(r->str + 1, r->len - 1));
+}
+
+class RedisTxn : public BufferedKvTxn {
+ public:
+  RedisTxn(RedisKvStore* store, std::unique_lock<std::mutex> exclusive)
+      : store_(store), exclusive_(std::move(exclusive)) {}
+
+ protected:
+  Result<std::optional<std::string>> SnapshotGet(std::string_view key) override {
+    ASSIGN_OR_RETURN(auto values, SnapshotBatchGet({std::string(key)}));
+    return std::move(values[0]);
+  }
+
+  Result<std::vector<std::optional<std::string>>> SnapshotBatchGet(
+      const std::vector<std::string>& keys) override {
+    std::vector<std::string> args = {snapshot_, std::to_string(kMaxSnapshotLag)};
+    args.insert(args.end(), keys.begin(), keys.end());
+    ASSIGN_OR_RETURN(Reply r, store_->Eval(kGetScript, args, true));
+    RETURN_IF_ERROR(TakeSnapshot(r.get()));
+    if (r->elements != keys.size() + 2) return Corrupt("redis: short reply to a read");
+    std::vector<std::optional<std::string>> out;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      ASSIGN_OR_RETURN(auto v, DecodeValue(r->element[i + 2]));
+      out.push_back(std::move(v));
+    }
+    return out;
+  }
+
+  Result<ScanResult> SnapshotScan(std::string_view begin, std::string_view end,
+                                  size_t limit) override {
+    std::string min = begin.empty() ? "-" : "[" + std::string(begin);
+    std::string max = end.empty() ? "+" : "(" + std::string(end);
+    std::vector<std::string> args = {snapshot_, std::to_string(kMaxSnapshotLag), min, max,
+                                     std::to_string(limit)};
+    ASSIGN_OR_RETURN(Reply r, store_->Eval(kScanScript, args, true));
+    RETURN_IF_ERROR(TakeSnapshot(r.get()));
+    if (r->elements < 3 || r->element[2]->type != REDIS_REPLY_INTEGER) {
+      return Corrupt("redis: bad reply to a scan");
+    }
+    size_t n = static_cast<size_t>(r->element[2]->integer);
+    if (r->elements < 3 + 2 * n || (r->elements - 3) % 2 != 0) {
+      return Corrupt("redis: bad reply to a scan");
+    }
+    // The value each changed key had at the snapshot: the oldest undo
+    // record after it wins.
+    std::map<std::string, std::optional<std::string>, std::less<>> changed;
+    for (size_t i = 0; i < n; ++i) {
+      std::string key = ReplyString(r->element[3 + 2 * i]);
+      if (changed.count(key)) continue;
+      ASSIGN_OR_RETURN(auto v, DecodeValue(r->element[4 + 2 * i]));
+      changed.emplace(std::move(key), std::move(v));
+    }
+    size_t first_current = 3 + 2 * n;
+    size_t current_count = (r->elements - first_current) / 2;
+    // Fetched with limit + n + 1: when truncated, the view is only known up
+    // to the last fetched key, and holds more than `limit` pairs up to it.
+    bool truncated = limit != 0 && current_count == limit + n + 1;
+    std::string last = truncated ? ReplyString(r->element[r->elements - 2]) : std::string();
+    std::map<std::string, std::string, std::less<>> view;
+    for (size_t i = 0; i < current_count; ++i) {
+      std::string key = ReplyString(r->element[first_current + 2 * i]);
+      if (changed.count(key)) continue;  // taken from `changed` below
+      view.emplace(std::move(key), ReplyString(r->element[first_current + 2 * i + 1]));
+    }
+    for (auto& [key, value] : changed) {
+      if (!value || key < begin || (!end.empty() && key >= end)) continue;
+      if (truncated && key > last) continue;
+      view.emplace(key, *value);
+    }
+    ScanResult out;
+    for (auto& [key, value] : view) {
+      if (limit != 0 && out.items.size() == limit) {
+        out.more = true;
+        break;
+      }
+      out.items.push_back(KeyValue{key, value});
+    }
+    return out;
+  }
+
+  Status CommitWrites(WriteBuffer writes) override {
+    if (writes.empty()) return Status::Ok();  // reads were of one snapshot already
+    std::unique_lock<std::mutex> lock;
+    if (!exclusive_.owns_lock()) lock = std::unique_lock<std::mutex>(store_->exclusive_mu_);
+    std::vector<std::string> args = {snapshot_, std::to_string(kUndoTtlSeconds)};
+    for (auto& [key, value] : writes) {
+      args.push_back(value ? "p" : "d");
+      args.push_back(key);
+      if (value) args.push_back(std::move(*value));
+    }
+    ASSIGN_OR_RETURN(Reply r, store_->Eval(kCommitScript, args, false));
+    if (r->type != REDIS_REPLY_INTEGER) return Corrupt("redis: bad reply to a commit");
+    if (r->integer == 0) {
+      return Conflict("redis " + store_->Url() + ": changed since this transaction's snapshot");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  Status TakeSnapshot(const redisReply* r) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return Corrupt("redis: bad reply");
+    snapshot_ = ReplyString(r->element[0]);
+    if (ReplyString(r->element[1]) != "ok") {
+      return Conflict("redis " + store_->Url() + ": snapshot too old to read, retry");
+    }
+    return Status::Ok();
+  }
+
+  RedisKvStore* store_;
+  std::unique_lock<std::mutex> exclusive_;
+  std::string snapshot_;  // commit counter at the first read; "" before it
+};
+
+Result<std::unique_ptr<KvTxn>> RedisKvStore::Begin() {
+  return std::unique_ptr<KvTxn>(new RedisTxn(this, {}));
+}
+
+Result<std::unique_ptr<KvTxn>> RedisKvStore::BeginExclusive() {
+  return std::unique_ptr<KvTxn>(new RedisTxn(this, std::unique_lock<std::mutex>(exclusive_mu_)));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KvStore>> OpenRedisKv(std::string_view url, const KvOptions&) {
+  if (url.substr(0, 9) == "rediss://") {
+    return Invalid("metadata URL '" + std::string(url) +
+                   "': rediss:// (TLS) is not supported by this build's hiredis; use redis://");
+  }
+  ASSIGN_OR_RETURN(RedisAddress a, ParseUrl(url));
+  auto store = std::make_unique<RedisKvStore>(std::move(a));
+  RETURN_IF_ERROR(store->CheckEvictionPolicy());
+  return std::unique_ptr<KvStore>(std::move(store));
+}
+
+}  // namespace tessera
