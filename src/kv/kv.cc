@@ -41,7 +41,8 @@ Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& o
     if (scheme == "redis" || scheme == "rediss") return OpenRedisKv(url, options);
   }
   return Invalid("unsupported metadata URL '" + std::string(url) +
-                 "' (expected sqlite3://PATH or mem://NAME)");
+                 "' (expected sqlite3://PATH, redis://HOST:PORT/DB, postgres://USER@HOST:PORT/DB, "
+                 "etcd://HOST:PORT/PREFIX or mem://NAME)");
 }
 
 namespace {

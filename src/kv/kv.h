@@ -1,7 +1,8 @@
 // The transactional, ordered key-value interface that the metadata layer is
-// written over once. Engines: SQLite (sqlite3://PATH, the embedded default)
-// and memory (mem://NAME, for tests); more engines implement the same two
-// classes and pass the same conformance suite (kv_conformance_test.cc).
+// written over once. Engines: SQLite (sqlite3://PATH, the embedded default),
+// Redis (redis://), PostgreSQL (postgres://), etcd (etcd://) and memory
+// (mem://NAME, for tests); every engine implements the same two classes and
+// passes the same conformance suite (kv_conformance_test.cc).
 //
 // Semantics every engine provides:
 //  - Keys and values are arbitrary byte strings; keys sort by unsigned bytes.

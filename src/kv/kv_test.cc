@@ -20,7 +20,8 @@ TEST(OpenKvTest, RejectsMalformedAndUnknownUrls) {
   }
   auto store = OpenKv("foo://x");
   EXPECT_EQ(store.status().message(),
-            "unsupported metadata URL 'foo://x' (expected sqlite3://PATH or mem://NAME)");
+            "unsupported metadata URL 'foo://x' (expected sqlite3://PATH, redis://HOST:PORT/DB, "
+            "postgres://USER@HOST:PORT/DB, etcd://HOST:PORT/PREFIX or mem://NAME)");
 }
 
 TEST(OpenKvTest, MemoryUrls) {

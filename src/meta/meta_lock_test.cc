@@ -8,6 +8,8 @@
 #include <filesystem>
 
 #include "common/units.h"
+#include "kv/etcd_test_server.h"
+#include "kv/pg_test_server.h"
 #include "kv/redis_test_server.h"
 #include "meta/keys.h"
 #include "meta/meta.h"
@@ -30,6 +32,14 @@ class MetaLockTest : public ::testing::TestWithParam<std::string> {
       url_ = "sqlite3://" + (dir_ / "meta.db").string();
     } else if (GetParam() == "redis") {
       Result<std::string> url = NewRedisTestUrl();
+      ASSERT_TRUE(url.ok()) << url.status().ToString();
+      url_ = *url;
+    } else if (GetParam() == "postgres") {
+      Result<std::string> url = NewPgTestDatabase();
+      ASSERT_TRUE(url.ok()) << url.status().ToString();
+      url_ = *url;
+    } else if (GetParam() == "etcd") {
+      Result<std::string> url = NewEtcdTestUrl();
       ASSERT_TRUE(url.ok()) << url.status().ToString();
       url_ = *url;
     } else {
@@ -263,7 +273,7 @@ TEST_P(MetaLockTest, StalenessFollowsEachSessionsOwnHeartbeat) {
   EXPECT_TRUE(Meta::IsStale(r, 61'000'000'000));
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, MetaLockTest, ::testing::Values("mem", "sqlite", "redis"));
+INSTANTIATE_TEST_SUITE_P(Engines, MetaLockTest, ::testing::Values("mem", "sqlite", "redis", "postgres", "etcd"));
 
 }  // namespace
 }  // namespace tessera
