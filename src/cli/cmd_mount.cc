@@ -68,7 +68,12 @@ Options:
   --free-space-ratio R    keep this fraction of the cache disk free (default 0.1)
   --memory-cache SIZE     memory block cache; a plain number is MiB (default 64)
   --max-threads N         FUSE worker threads (default 16)
-  --heartbeat SECONDS     session heartbeat interval (default 12)
+  --heartbeat SECONDS     session heartbeat interval (default 12); a mount
+                          that misses 5 heartbeats is presumed dead and
+                          its locks and open-but-deleted files are released
+  --meta-timeout SECONDS  how long an operation keeps retrying while the
+                          metadata engine is unreachable (restarting, cut
+                          off) before it fails with EIO (default 30)
   --debug                 trace every FUSE request on stderr
 
 Unmount with 'tessera umount MOUNTPOINT'.
@@ -89,6 +94,7 @@ struct MountConfig {
   CacheOptions cache = DefaultCache();  // disk_dir: parent of the per-volume directories
   unsigned max_threads = 16;
   int heartbeat_s = 12;
+  double meta_timeout_s = 30;
   bool debug = false;
   bool cache_dir_given = false;  // --cache-dir on the command line
   bool writeback = false;
@@ -131,7 +137,8 @@ std::string DefaultLogFile() {
 // Runs a mounted volume until it is unmounted. `ready(message)` is called
 // once: with "" when the mount is usable, or with the error that stopped it.
 Status Serve(const MountConfig& cfg, const std::function<void(const std::string&)>& ready) {
-  auto kv = OpenKv(cfg.meta_url);
+  auto kv = OpenKv(cfg.meta_url, KvOptions{.unavailable_retry_ms = static_cast<int64_t>(
+                                               cfg.meta_timeout_s * 1000)});
   if (!kv.ok()) return kv.status();
   auto meta = Meta::Open(std::move(*kv));
   if (!meta.ok()) return meta.status();
@@ -349,7 +356,7 @@ int RunMount(int argc, char** argv) {
   args.Flag("debug");
   args.Flag("writeback");
   for (const char* v : {"log", "attr-cache", "entry-cache", "dir-entry-cache", "max-threads",
-                        "heartbeat", "atime-mode", "buffer-size", "max-uploads", "max-downloads",
+                        "heartbeat", "meta-timeout", "atime-mode", "buffer-size", "max-uploads", "max-downloads",
                         "prefetch", "cache-dir", "cache-size", "free-space-ratio",
                         "memory-cache", "upload-delay"}) {
     args.Value(v);
@@ -380,7 +387,8 @@ int RunMount(int argc, char** argv) {
   };
   for (Timeout t : {Timeout{"attr-cache", &cfg.vfs.attr_timeout_s},
                     Timeout{"entry-cache", &cfg.vfs.entry_timeout_s},
-                    Timeout{"dir-entry-cache", &cfg.vfs.dir_entry_timeout_s}}) {
+                    Timeout{"dir-entry-cache", &cfg.vfs.dir_entry_timeout_s},
+                    Timeout{"meta-timeout", &cfg.meta_timeout_s}}) {
     if (auto v = args.Get(t.flag)) {
       auto seconds = ParseSeconds(*v, std::string("--") + t.flag);
       if (!seconds.ok()) return Fail("mount", seconds.status());

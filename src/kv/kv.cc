@@ -27,9 +27,7 @@ void Backoff(int retry, const TxnRetryPolicy& policy) {
   std::this_thread::sleep_for(std::chrono::microseconds(jitter(rng)));
 }
 
-}  // namespace
-
-Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& options) {
+Result<std::unique_ptr<KvStore>> OpenEngine(std::string_view url, const KvOptions& options) {
   size_t sep = url.find("://");
   if (sep != std::string_view::npos) {
     std::string_view scheme = url.substr(0, sep);
@@ -45,22 +43,54 @@ Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& o
                  "etcd://HOST:PORT/PREFIX or mem://NAME)");
 }
 
+}  // namespace
+
+Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<KvStore> store, OpenEngine(url, options));
+  store->set_unavailable_retry_ms(options.unavailable_retry_ms);
+  return store;
+}
+
 namespace {
 
 Status RunTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body,
                       const TxnRetryPolicy& policy, bool exclusive) {
   Status last;
   int attempts = std::max(policy.max_attempts, 1);
-  for (int attempt = 1; attempt <= attempts; ++attempt) {
+  // While the engine is unreachable, attempts do not count against the
+  // conflict budget; they stop at a deadline instead.
+  bool unavailable = false;
+  std::chrono::steady_clock::time_point unavailable_since;
+  int64_t unavailable_wait_ms = 10;
+  for (int attempt = 1; attempt <= attempts;) {
     // The previous attempt's transaction is gone by now, so no snapshot or
     // connection is held while waiting.
-    if (attempt > 1) Backoff(attempt - 1, policy);
-    ASSIGN_OR_RETURN(std::unique_ptr<KvTxn> txn,
-                     exclusive ? store.BeginExclusive() : store.Begin());
-    Status s = body(*txn);
-    if (s.ok()) s = txn->Commit();
+    if (attempt > 1 && !unavailable) Backoff(attempt - 1, policy);
+    Status s;
+    {
+      Result<std::unique_ptr<KvTxn>> txn = exclusive ? store.BeginExclusive() : store.Begin();
+      if (!txn.ok()) {
+        s = txn.status();
+      } else {
+        s = body(**txn);
+        if (s.ok()) s = (*txn)->Commit();
+      }
+    }
+    if (s.Is(StatusCode::kUnavailable)) {
+      auto now = std::chrono::steady_clock::now();
+      if (!unavailable) unavailable_since = now;
+      unavailable = true;
+      auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - unavailable_since);
+      if (waited.count() + unavailable_wait_ms > store.unavailable_retry_ms()) return s;
+      std::this_thread::sleep_for(std::chrono::milliseconds(unavailable_wait_ms));
+      unavailable_wait_ms = std::min<int64_t>(unavailable_wait_ms * 2, 1000);
+      continue;
+    }
+    unavailable = false;
+    unavailable_wait_ms = 10;
     if (!s.Is(StatusCode::kConflict)) return s;
     last = std::move(s);
+    ++attempt;
   }
   return Conflict("transaction on " + store.Url() + " still conflicted after " +
                   std::to_string(attempts) + " attempts (retries exhausted): " + last.message());

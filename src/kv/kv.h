@@ -75,12 +75,24 @@ class KvStore {
   // another exclusive transaction or a commit of this process runs. Engines
   // without such a mode start an ordinary transaction.
   virtual Result<std::unique_ptr<KvTxn>> BeginExclusive() { return Begin(); }
+
+  // How long WithTransaction keeps retrying a body that failed with
+  // kUnavailable (the engine restarting or unreachable) before returning
+  // that error; 0 returns it at once. Set by OpenKv from KvOptions.
+  int64_t unavailable_retry_ms() const { return unavailable_retry_ms_; }
+  void set_unavailable_retry_ms(int64_t ms) { unavailable_retry_ms_ = ms; }
+
+ private:
+  int64_t unavailable_retry_ms_ = 0;
 };
 
 struct KvOptions {
   // When false, opening a store that does not exist yet (an absent SQLite
   // file) fails with kNotFound instead of creating it.
   bool create_if_missing = false;
+  // See KvStore::unavailable_retry_ms. Commands that should fail fast
+  // (format, status) keep a short window; a mount rides out a restart.
+  int64_t unavailable_retry_ms = 5'000;
 };
 
 // Opens an engine from its URL: "sqlite3://PATH" or "mem://NAME" (NAME
@@ -92,7 +104,11 @@ Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& o
 
 // Runs `body` in a transaction and commits it, retrying the whole body with
 // growing, jittered backoff while it (or Commit) returns kConflict, up to 50
-// attempts. Transactions that may write run exclusive (BeginExclusive):
+// attempts, and while it returns kUnavailable, for up to the store's
+// unavailable_retry_ms. A commit cut off by a broken connection may have been
+// applied; the body then runs again on the new state (an exclusive create may
+// report EEXIST for the file it made), which is why the window is bounded
+// and every engine's own timeouts are finite. Transactions that may write run exclusive (BeginExclusive):
 // engines with one writer at a time (SQLite) then queue this process's
 // writers instead of letting them conflict. Returns the body's first non-conflict error, or the commit's.
 // The body must be safe to run several times (no side effects outside txn).

@@ -1,6 +1,7 @@
 // OpenKv URL handling and the WithTransaction retry loop.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 
 #include "kv/kv.h"
@@ -109,6 +110,52 @@ TEST_F(WithTransactionTest, RetriesACommitConflict) {
   auto txn = store_->Begin();
   ASSERT_TRUE(txn.ok());
   EXPECT_EQ(*(*txn)->Get("x"), "interloper+");
+}
+
+TEST_F(WithTransactionTest, RidesOutAnUnavailableEngine) {
+  store_->set_unavailable_retry_ms(10'000);
+  int calls = 0;
+  Status s = WithTransaction(*store_, [&](KvTxn& txn) {
+    ++calls;
+    txn.Put("k", "v");
+    return calls < 4 ? Unavailable("connection refused") : Status::Ok();
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(calls, 4);
+  auto txn = store_->Begin();
+  ASSERT_TRUE(txn.ok());
+  EXPECT_EQ(*(*txn)->Get("k"), "v");
+}
+
+TEST_F(WithTransactionTest, UnavailableFailsAfterTheRetryWindow) {
+  store_->set_unavailable_retry_ms(0);
+  int calls = 0;
+  Status s = WithTransaction(*store_, [&](KvTxn&) {
+    ++calls;
+    return Unavailable("connection refused");
+  });
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(calls, 1);
+
+  store_->set_unavailable_retry_ms(300);
+  calls = 0;
+  auto start = std::chrono::steady_clock::now();
+  s = WithReadTransaction(*store_, [&](KvTxn&) {
+    ++calls;
+    return Unavailable("connection refused");
+  });
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_GT(calls, 2);  // retried with growing waits (10, 20, 40 ms, ...)
+  EXPECT_LT(calls, 12);
+  EXPECT_LE(waited, std::chrono::milliseconds(300));  // never waits past the window
+}
+
+TEST(OpenKvTest, UnavailableRetryComesFromTheOptions) {
+  auto store = OpenKv("mem://", KvOptions{.unavailable_retry_ms = 1234});
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ((*store)->unavailable_retry_ms(), 1234);
+  EXPECT_EQ((*OpenKv("mem://"))->unavailable_retry_ms(), KvOptions{}.unavailable_retry_ms);
 }
 
 }  // namespace

@@ -140,15 +140,17 @@ Status Meta::StartSession(const SessionInfo& info) {
   uint64_t next = 0, end = 0;
   ASSIGN_OR_RETURN(uint64_t id, Allocate(keys::kNextSession, 1, &next, &end));
   session_ = SessionId(id);
-  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     txn.Put(keys::Session(session_), EncodeSession(NowNanos(), info));
     return Status::Ok();
-  });
+  }));
+  reachable_since_ns_ = NowNanos();
+  return Status::Ok();
 }
 
 Status Meta::Heartbeat() {
   if (session_.value() == 0) return Status::Ok();
-  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  Status s = WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     ASSIGN_OR_RETURN(auto value, txn.Get(keys::Session(session_)));
     if (!value || value->size() < 8) return NotFound("session was removed");
     std::string updated = *value;
@@ -158,6 +160,12 @@ Status Meta::Heartbeat() {
     txn.Put(keys::Session(session_), updated);
     return Status::Ok();
   });
+  if (!s.ok()) {
+    reachable_since_ns_ = 0;
+  } else if (reachable_since_ns_ == 0) {
+    reachable_since_ns_ = NowNanos();
+  }
+  return s;
 }
 
 Status Meta::UpdateSession(const SessionInfo& info) {
@@ -191,7 +199,11 @@ Result<size_t> Meta::CleanupStaleSessions(int64_t now_ns) {
   ASSIGN_OR_RETURN(auto sessions, ListSessions(*kv_));
   size_t cleaned = 0;
   for (const SessionRecord& r : sessions) {
-    if (r.id == session_ || !IsStale(r, now_ns)) continue;
+    const int64_t reachable_since = reachable_since_ns_;
+    if (reachable_since == 0) return cleaned;  // our own heartbeat just failed
+    SessionRecord seen = r;
+    seen.heartbeat_ns = std::max(r.heartbeat_ns, reachable_since);
+    if (r.id == session_ || !IsStale(seen, now_ns)) continue;
     RETURN_IF_ERROR(ReleaseSessionLocks(r.id));
     // Files it kept after their last unlink: nobody else holds them open
     // through this session any more.

@@ -132,6 +132,10 @@ class Meta {
   // Cleans up the sessions of other clients that stopped heartbeating (as
   // of `now_ns`): releases their locks, reclaims the files they kept open
   // after unlink, and removes the session. Returns how many were cleaned.
+  // A session counts as heartbeaten no earlier than when this client's own
+  // heartbeats last started to succeed: after the engine was unreachable
+  // for everyone, live clients get a full expiry to heartbeat again before
+  // anyone takes their locks and files.
   Result<size_t> CleanupStaleSessions(int64_t now_ns);
   // True when a session's last heartbeat is older than its expiry.
   static bool IsStale(const SessionRecord& r, int64_t now_ns);
@@ -272,6 +276,9 @@ class Meta {
   const VolumeSettings settings_;
   SliceDeleter slice_deleter_;
   SessionId session_;
+  // When this client's heartbeats last started to succeed (see
+  // CleanupStaleSessions); 0 while the last one failed.
+  std::atomic<int64_t> reachable_since_ns_{0};
 
   std::mutex alloc_mu_;
   uint64_t next_inode_ = 0, inode_end_ = 0;  // guarded by alloc_mu_
