@@ -210,11 +210,21 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   std::mutex mu;
   std::condition_variable cv;
   bool stopping = false;
+  // The heartbeat has a thread of its own: housekeeping below may take long
+  // (thousands of block deletes), and a late heartbeat makes the other
+  // clients presume this one dead.
   std::thread heartbeat([&] {
     std::unique_lock lock(mu);
     while (!cv.wait_for(lock, std::chrono::seconds(cfg.heartbeat_s), [&] { return stopping; })) {
       lock.unlock();
       if (Status st = (*meta)->Heartbeat(); !st.ok()) LogWarn("heartbeat: " + st.ToString());
+      lock.lock();
+    }
+  });
+  std::thread housekeeping([&] {
+    std::unique_lock lock(mu);
+    while (!cv.wait_for(lock, std::chrono::seconds(cfg.heartbeat_s), [&] { return stopping; })) {
+      lock.unlock();
       // Clients that stopped heartbeating (killed, cut off) leave locks and
       // unlinked open files behind: any live client cleans them up.
       if (auto n = (*meta)->CleanupStaleSessions(NowNanos()); !n.ok()) {
@@ -286,6 +296,7 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
   }
   cv.notify_all();
   heartbeat.join();
+  housekeeping.join();
   if (reporter.joinable()) reporter.join();
   if (Status st = (*meta)->EndSession(); !st.ok()) LogWarn("ending session: " + st.ToString());
   if (served.ok()) LogInfo("unmounted " + cfg.mount_point);

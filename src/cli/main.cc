@@ -46,6 +46,7 @@ Commands:
   info      show a path's inode, chunks, slices and block objects
   bench     benchmark a directory (big file, small files, stat)
   compact   merge the slices of files into one per chunk
+  fsck      check a volume's metadata and block objects, and repair them
   objbench  benchmark an object store (put, get, head, list, delete)
   version   print the version
 
@@ -72,6 +73,7 @@ int main(int argc, char** argv) {
   if (command == "bench") return RunBench(argc, argv);
   if (command == "compact") return RunCompact(argc, argv);
   if (command == "objbench") return RunObjbench(argc, argv);
+  if (command == "fsck") return RunFsck(argc, argv);
   if (command == "version" || command == "--version" || command == "-V") {
     std::printf("tessera %s\n", kVersion);
     return 0;

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/log.h"
 #include "common/units.h"
 
 namespace tessera {
@@ -113,7 +114,15 @@ fuse_entry_param ToEntry(Vfs* vfs, const EntryInfo& e) {
   return p;
 }
 
-void ReplyError(fuse_req_t req, const Status& st) { fuse_reply_err(req, ToErrno(st)); }
+// The errno for a reply. An EIO says nothing about its cause to the
+// program that gets it, so the cause goes to the log.
+int ErrnoOf(const Status& st) {
+  int err = ToErrno(st);
+  if (err == EIO) LogWarn("EIO: " + st.ToString());
+  return err;
+}
+
+void ReplyError(fuse_req_t req, const Status& st) { fuse_reply_err(req, ErrnoOf(st)); }
 
 void ReplyEntry(fuse_req_t req, const Result<EntryInfo>& r) {
   if (!r.ok()) return ReplyError(req, r.status());
@@ -196,7 +205,7 @@ void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* n
 
 void OnFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                  fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Fallocate(ContextOf(req), Ino(ino), fi->fh, mode,
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->Fallocate(ContextOf(req), Ino(ino), fi->fh, mode,
                                                     static_cast<uint64_t>(offset),
                                                     static_cast<uint64_t>(length))));
 }
@@ -212,16 +221,16 @@ void OnCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_
 }
 
 void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Unlink(ContextOf(req), Ino(parent), name)));
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->Unlink(ContextOf(req), Ino(parent), name)));
 }
 
 void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Rmdir(ContextOf(req), Ino(parent), name)));
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->Rmdir(ContextOf(req), Ino(parent), name)));
 }
 
 void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
               const char* new_name, unsigned int flags) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Rename(ContextOf(req), Ino(parent), name,
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->Rename(ContextOf(req), Ino(parent), name,
                                                  Ino(new_parent), new_name, flags)));
 }
 
@@ -262,17 +271,17 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
 }
 
 void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Flush(ContextOf(req), Ino(ino), fi->fh,
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->Flush(ContextOf(req), Ino(ino), fi->fh,
                                                 fi->lock_owner)));
 }
 
 void OnFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Fsync(ContextOf(req), Ino(ino), fi->fh)));
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->Fsync(ContextOf(req), Ino(ino), fi->fh)));
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto flock_owner = fi->flock_release ? std::optional<uint64_t>(fi->lock_owner) : std::nullopt;
-  fuse_reply_err(req, ToErrno(VfsOf(req)->Release(Ino(ino), fi->fh, flock_owner)));
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->Release(Ino(ino), fi->fh, flock_owner)));
 }
 
 // Locks: l_len 0 means "to EOF", which the Vfs spells end = UINT64_MAX. A
@@ -284,7 +293,7 @@ PosixLock ToLock(const struct flock* l) {
 }
 
 void ReplyLockStatus(fuse_req_t req, const Status& st) {
-  fuse_reply_err(req, !st.ok() && fuse_req_interrupted(req) ? EINTR : ToErrno(st));
+  fuse_reply_err(req, !st.ok() && fuse_req_interrupted(req) ? EINTR : ErrnoOf(st));
 }
 
 // A request that must wait for a lock waits on a thread of its own, not on
@@ -416,7 +425,7 @@ void OnReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
 }
 
 void OnReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->ReleaseDir(fi->fh)));
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->ReleaseDir(fi->fh)));
 }
 
 void OnStatfs(fuse_req_t req, fuse_ino_t) {
@@ -452,7 +461,7 @@ void ReplyXattrData(fuse_req_t req, std::string_view data, size_t size) {
 
 void OnSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->SetXattr(ContextOf(req), Ino(ino), name,
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->SetXattr(ContextOf(req), Ino(ino), name,
                                                    std::string_view(value, size), flags)));
 }
 
@@ -479,7 +488,7 @@ void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void OnRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  fuse_reply_err(req, ToErrno(VfsOf(req)->RemoveXattr(ContextOf(req), Ino(ino), name)));
+  fuse_reply_err(req, ErrnoOf(VfsOf(req)->RemoveXattr(ContextOf(req), Ino(ino), name)));
 }
 
 fuse_lowlevel_ops MakeOps() {

@@ -26,10 +26,12 @@ using Clock = std::chrono::steady_clock;
 // Limits that keep every operation bounded: a dead endpoint costs at most
 // kConnectTimeout, a stuck one kRequestTimeout, and an operation gives up
 // with kUnavailable after the operation timeout (URL option timeout_ms,
-// default kDefaultOperationTimeoutMs) of trying every endpoint.
+// default kDefaultOperationTimeoutMs) of trying every endpoint. The default
+// covers a leader election; longer outages are ridden out (or not) by
+// WithTransaction's retry window, which the mount sets.
 constexpr long kConnectTimeoutMs = 1000;
 constexpr long kRequestTimeoutMs = 5000;
-constexpr int64_t kDefaultOperationTimeoutMs = 15000;
+constexpr int64_t kDefaultOperationTimeoutMs = 3000;
 // etcd's default --max-txn-ops: the most compares (and, separately, the most
 // writes) one txn may carry.
 constexpr size_t kMaxTxnOps = 128;
@@ -126,14 +128,20 @@ class EtcdClient {
         size_t e = (start + i) % endpoints_.size();
         long code = 0;
         std::string answer;
-        std::string error = Post(endpoints_[e], path, payload, &code, &answer);
+        // A stuck endpoint may hold the request until kRequestTimeout, but
+        // never past the operation's deadline.
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        long request_timeout = std::clamp<long>(left.count(), 200, kRequestTimeoutMs);
+        std::string error = Post(endpoints_[e], path, payload, request_timeout, &code, &answer);
         if (error.empty() && code >= 200 && code < 300) {
           preferred_.store(e);
           json parsed = json::parse(answer, nullptr, /*allow_exceptions=*/false);
           if (parsed.is_discarded()) return IoError(url_ + ": etcd answered invalid JSON");
           return parsed;
         }
-        if (error.empty() && code < 500) {
+        // 408 and 429 are the gateway's own trouble (a member shutting down
+        // answers 408 "client connection is closing"), not the request's.
+        if (error.empty() && code < 500 && code != 408 && code != 429) {
           // The request itself is wrong (too many operations, ...): another
           // endpoint would refuse it too.
           std::string hint = answer.find("too many operations") != std::string::npos
@@ -161,7 +169,7 @@ class EtcdClient {
   // One HTTP POST; returns a transport error message or "" (then *code and
   // *answer are set).
   std::string Post(const std::string& endpoint, const std::string& path,
-                   const std::string& payload, long* code, std::string* answer) {
+                   const std::string& payload, long timeout_ms, long* code, std::string* answer) {
     CURL* h = Acquire();
     if (h == nullptr) return "curl_easy_init failed";
     std::string full = "http://" + endpoint + path;
@@ -172,7 +180,7 @@ class EtcdClient {
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload.data());
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, long(payload.size()));
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, kRequestTimeoutMs);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);  // timeouts without SIGALRM in threads
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &AppendBody);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, answer);

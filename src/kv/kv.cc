@@ -66,6 +66,7 @@ Status RunTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body,
     // The previous attempt's transaction is gone by now, so no snapshot or
     // connection is held while waiting.
     if (attempt > 1 && !unavailable) Backoff(attempt - 1, policy);
+    const auto attempt_start = std::chrono::steady_clock::now();
     Status s;
     {
       Result<std::unique_ptr<KvTxn>> txn = exclusive ? store.BeginExclusive() : store.Begin();
@@ -78,7 +79,9 @@ Status RunTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body,
     }
     if (s.Is(StatusCode::kUnavailable)) {
       auto now = std::chrono::steady_clock::now();
-      if (!unavailable) unavailable_since = now;
+      // The window counts from the start of the first failed attempt, so an
+      // engine that waits out its own timeout does not double the bound.
+      if (!unavailable) unavailable_since = attempt_start;
       unavailable = true;
       auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - unavailable_since);
       if (waited.count() + unavailable_wait_ms > store.unavailable_retry_ms()) return s;

@@ -103,7 +103,7 @@ struct KvOptions {
 Result<std::unique_ptr<KvStore>> OpenKv(std::string_view url, const KvOptions& options = {});
 
 // Runs `body` in a transaction and commits it, retrying the whole body with
-// growing, jittered backoff while it (or Commit) returns kConflict, up to 50
+// growing, jittered backoff while it (or Commit) returns kConflict, up to 200
 // attempts, and while it returns kUnavailable, for up to the store's
 // unavailable_retry_ms. A commit cut off by a broken connection may have been
 // applied; the body then runs again on the new state (an exclusive create may

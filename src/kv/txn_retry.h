@@ -12,7 +12,10 @@
 namespace tessera {
 
 struct TxnRetryPolicy {
-  int max_attempts = 50;
+  // Enough for a transaction on a slow engine (each read a network round
+  // trip) that keeps losing to clients hammering the same directory: about
+  // ten seconds of trying before the caller gets an error.
+  int max_attempts = 200;
   // The wait before the second attempt; it doubles per attempt up to
   // max_backoff_us, and each wait is drawn uniformly from [half, all] of it
   // so that colliding transactions spread out.
