@@ -17,6 +17,7 @@ int RunInfo(int argc, char** argv);
 int RunBench(int argc, char** argv);
 int RunCompact(int argc, char** argv);
 int RunObjbench(int argc, char** argv);
+int RunMdtest(int argc, char** argv);
 int RunFsck(int argc, char** argv);
 
 // Prints "tessera <command>: <message>" on stderr and returns 1.

@@ -48,6 +48,7 @@ Commands:
   compact   merge the slices of files into one per chunk
   fsck      check a volume's metadata and block objects, and repair them
   objbench  benchmark an object store (put, get, head, list, delete)
+  mdtest    benchmark the metadata engine (latency of each operation, no mount)
   version   print the version
 
 Run 'tessera COMMAND --help' for the options of a command.
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
   if (command == "bench") return RunBench(argc, argv);
   if (command == "compact") return RunCompact(argc, argv);
   if (command == "objbench") return RunObjbench(argc, argv);
+  if (command == "mdtest") return RunMdtest(argc, argv);
   if (command == "fsck") return RunFsck(argc, argv);
   if (command == "version" || command == "--version" || command == "-V") {
     std::printf("tessera %s\n", kVersion);

@@ -13,7 +13,11 @@ Result<std::optional<std::string>> BufferedKvTxn::Get(std::string_view key) {
   if (committed_) return UsedAfterCommit();
   auto it = writes_.find(key);
   if (it != writes_.end()) return it->second;
-  return SnapshotGet(key);
+  auto read = reads_.find(key);
+  if (read != reads_.end()) return read->second;
+  ASSIGN_OR_RETURN(std::optional<std::string> value, SnapshotGet(key));
+  reads_.emplace(std::string(key), value);
+  return value;
 }
 
 Result<std::vector<std::optional<std::string>>> BufferedKvTxn::BatchGet(
@@ -25,8 +29,11 @@ Result<std::vector<std::optional<std::string>>> BufferedKvTxn::BatchGet(
   std::vector<size_t> missing_at;
   for (size_t i = 0; i < keys.size(); ++i) {
     auto it = writes_.find(keys[i]);
+    auto read = it == writes_.end() ? reads_.find(keys[i]) : reads_.end();
     if (it != writes_.end()) {
       values[i] = it->second;
+    } else if (read != reads_.end()) {
+      values[i] = read->second;
     } else {
       missing.push_back(keys[i]);
       missing_at.push_back(i);
@@ -38,7 +45,10 @@ Result<std::vector<std::optional<std::string>>> BufferedKvTxn::BatchGet(
       return Internal("KV engine returned " + std::to_string(got.size()) + " values for " +
                       std::to_string(missing.size()) + " keys");
     }
-    for (size_t j = 0; j < got.size(); ++j) values[missing_at[j]] = std::move(got[j]);
+    for (size_t j = 0; j < got.size(); ++j) {
+      reads_.insert_or_assign(missing[j], got[j]);
+      values[missing_at[j]] = std::move(got[j]);
+    }
   }
   return values;
 }

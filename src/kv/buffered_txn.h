@@ -2,8 +2,10 @@
 // kept in a sorted buffer until Commit; reads merge that buffer over the
 // engine's snapshot reads, so an engine only has to provide a consistent
 // snapshot (SnapshotGet/SnapshotScan) and an atomic, conflict-checked commit
-// of a finished buffer (CommitWrites). Engine-neutral on purpose: the SQLite
-// and memory engines use it, and so should Redis, PostgreSQL and etcd ones.
+// of a finished buffer (CommitWrites). Engine-neutral on purpose: every
+// engine uses it. Point reads of the snapshot are remembered, so a caller may
+// BatchGet the keys it is about to need (one round trip on a networked
+// engine) and Get them one by one afterwards for free.
 #pragma once
 
 #include <functional>
@@ -54,6 +56,8 @@ class BufferedKvTxn : public KvTxn {
 
  private:
   WriteBuffer writes_;
+  // Snapshot values already read (a snapshot never changes).
+  WriteBuffer reads_;
   bool committed_ = false;
 };
 

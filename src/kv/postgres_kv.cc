@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 
 #include <array>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +34,7 @@ constexpr size_t kMaxIdleConnections = 16;
 
 constexpr unsigned kByteaOid = 17;
 constexpr unsigned kInt8Oid = 20;
+constexpr unsigned kByteaArrayOid = 1001;
 
 struct StatementDef {
   const char* name;
@@ -41,11 +43,12 @@ struct StatementDef {
   std::array<unsigned, 3> types;
 };
 
-enum StatementId : size_t { kGet, kScanTo, kScanAll, kPut, kDelete, kBump, kNumStatements };
+enum StatementId : size_t { kGet, kBatchGet, kScanTo, kScanAll, kCommit, kNumStatements };
 
 // LIMIT NULL means no limit.
 constexpr std::array<StatementDef, kNumStatements> kStatements = {{
     {"tessera_get", "SELECT v FROM tessera_kv WHERE k = $1", 1, {kByteaOid}},
+    {"tessera_batch_get", "SELECT k, v FROM tessera_kv WHERE k = ANY($1)", 1, {kByteaArrayOid}},
     {"tessera_scan_to",
      "SELECT k, v FROM tessera_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
      3,
@@ -54,12 +57,17 @@ constexpr std::array<StatementDef, kNumStatements> kStatements = {{
      "SELECT k, v FROM tessera_kv WHERE k >= $1 ORDER BY k LIMIT $2",
      2,
      {kByteaOid, kInt8Oid}},
-    {"tessera_put",
-     "INSERT INTO tessera_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-     2,
-     {kByteaOid, kByteaOid}},
-    {"tessera_delete", "DELETE FROM tessera_kv WHERE k = $1", 1, {kByteaOid}},
-    {"tessera_bump", "UPDATE tessera_kv_clock SET n = n + 1 WHERE id = 1", 0, {}},
+    // A whole commit in one statement (one round trip): the clock first
+    // fails it when anyone committed since our snapshot (40001), then every
+    // delete and upsert. A key is never both deleted and written.
+    {"tessera_commit",
+     "WITH bump AS (UPDATE tessera_kv_clock SET n = n + 1 WHERE id = 1 RETURNING n), "
+     "del AS (DELETE FROM tessera_kv WHERE k = ANY($3)), "
+     "ins AS (INSERT INTO tessera_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) "
+     "ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v) "
+     "SELECT n FROM bump",
+     3,
+     {kByteaArrayOid, kByteaArrayOid, kByteaArrayOid}},
 }};
 
 constexpr const char* kSchemaSql =
@@ -80,6 +88,30 @@ struct Param {
   std::optional<std::string_view> value;
   bool binary = true;
 };
+
+void PutInt32(std::string* out, uint32_t v) {
+  const char b[4] = {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+  out->append(b, 4);
+}
+
+// A bytea[] in PostgreSQL's binary array format: dimensions, flags, the
+// element type, then each element as length + bytes.
+template <typename Strings>
+std::string EncodeByteaArray(const Strings& items) {
+  std::string out;
+  PutInt32(&out, items.empty() ? 0 : 1);  // dimensions
+  PutInt32(&out, 0);                       // no NULL elements
+  PutInt32(&out, kByteaOid);
+  if (!items.empty()) {
+    PutInt32(&out, static_cast<uint32_t>(items.size()));
+    PutInt32(&out, 1);  // lower bound
+  }
+  for (std::string_view item : items) {
+    PutInt32(&out, static_cast<uint32_t>(item.size()));
+    out.append(item);
+  }
+  return out;
+}
 
 class PgShared {
  public:
@@ -198,6 +230,24 @@ class PgTxn final : public BufferedKvTxn {
     return std::optional<std::string>(Bytes(r.get(), 0, 0));
   }
 
+  Result<std::vector<std::optional<std::string>>> SnapshotBatchGet(
+      const std::vector<std::string>& keys) override {
+    RETURN_IF_ERROR(StartTxn());
+    std::string array = EncodeByteaArray(keys);
+    ASSIGN_OR_RETURN(PgResult r, Run(kBatchGet, {Param{array}}, "reading keys"));
+    std::map<std::string, std::string, std::less<>> found;
+    for (int i = 0; i < PQntuples(r.get()); ++i) {
+      found.emplace(Bytes(r.get(), i, 0), Bytes(r.get(), i, 1));
+    }
+    std::vector<std::optional<std::string>> out;
+    out.reserve(keys.size());
+    for (const std::string& key : keys) {
+      auto it = found.find(key);
+      out.push_back(it == found.end() ? std::nullopt : std::optional<std::string>(it->second));
+    }
+    return out;
+  }
+
   Result<ScanResult> SnapshotScan(std::string_view begin, std::string_view end,
                                   size_t limit) override {
     RETURN_IF_ERROR(StartTxn());
@@ -232,13 +282,21 @@ class PgTxn final : public BufferedKvTxn {
     // Blind writes open the transaction here; nothing was read, so the fresh
     // snapshot cannot make them conflict.
     Status s = StartTxn();
-    // The clock first: it fails at once if anyone committed since our
-    // snapshot, and its row lock orders concurrent committers.
-    if (s.ok()) s = Run(kBump, {}, "committing").status();
-    for (auto it = writes.begin(); s.ok() && it != writes.end(); ++it) {
-      const auto& [key, value] = *it;
-      s = value ? Run(kPut, {Param{key}, Param{*value}}, "writing a key").status()
-                : Run(kDelete, {Param{key}}, "deleting a key").status();
+    // The clock row's lock orders concurrent committers; updating it fails
+    // if anyone committed since our snapshot.
+    std::vector<std::string_view> put_keys, put_values, delete_keys;
+    for (const auto& [key, value] : writes) {
+      if (value) {
+        put_keys.push_back(key);
+        put_values.push_back(*value);
+      } else {
+        delete_keys.push_back(key);
+      }
+    }
+    if (s.ok()) {
+      std::string k = EncodeByteaArray(put_keys), v = EncodeByteaArray(put_values),
+                  d = EncodeByteaArray(delete_keys);
+      s = Run(kCommit, {Param{k}, Param{v}, Param{d}}, "committing").status();
     }
     if (s.ok()) s = shared_->Exec(*conn_, "COMMIT", "committing");
     End();

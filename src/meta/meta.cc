@@ -19,6 +19,7 @@ using meta_internal::CheckName;
 using meta_internal::DeleteInode;
 using meta_internal::GetCounter;
 using meta_internal::LoadAttr;
+using meta_internal::Prefetch;
 using meta_internal::PutAttr;
 
 namespace {
@@ -310,6 +311,8 @@ Result<EntryInfo> Meta::Lookup(const Context&, InodeId parent, std::string_view 
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
   EntryInfo out;
   RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    // The parent is needed when the name is absent (a create follows).
+    RETURN_IF_ERROR(Prefetch(txn, {keys::Entry(parent, name), keys::Attr(parent)}));
     ASSIGN_OR_RETURN(auto entry, txn.Get(keys::Entry(parent, name)));
     if (!entry) {
       Attr dir;
@@ -336,6 +339,8 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
   ASSIGN_OR_RETURN(InodeId ino, NextInode());
   const bool is_dir = S_ISDIR(mode);
   return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Entry(parent, name),
+                                   keys::Counter(keys::kUsedInodes)}));
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
     RETURN_IF_ERROR(CheckDir(dir, parent));
@@ -394,6 +399,12 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     freed.clear();
     kept = InodeId();
+    // The counters change when the last link goes (nearly always); reading
+    // one that does not change only widens the conflict check.
+    std::vector<std::string> likely = {keys::Attr(parent), keys::Entry(parent, name),
+                                       keys::Counter(keys::kUsedInodes)};
+    if (!want_dir) likely.push_back(keys::Counter(keys::kUsedSpace));
+    RETURN_IF_ERROR(Prefetch(txn, likely));
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
     RETURN_IF_ERROR(CheckDir(dir, parent));
@@ -457,6 +468,8 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     freed.clear();
     kept = InodeId();
     const bool same_dir = parent == new_parent;
+    RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Attr(new_parent),
+                                   keys::Entry(parent, name), keys::Entry(new_parent, new_name)}));
     Attr src_dir, dst_dir_storage;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &src_dir));
     RETURN_IF_ERROR(CheckDir(src_dir, parent));

@@ -7,6 +7,10 @@
 
 namespace tessera::meta_internal {
 
+Status Prefetch(KvTxn& txn, const std::vector<std::string>& keys) {
+  return txn.BatchGet(keys).status();
+}
+
 Status LoadAttr(KvTxn& txn, InodeId ino, Attr* out) {
   ASSIGN_OR_RETURN(auto value, txn.Get(keys::Attr(ino)));
   if (!value) return NotFound("inode " + std::to_string(ino.value()) + " does not exist");

@@ -11,6 +11,10 @@
 namespace tessera::meta_internal {
 
 // Loads an inode's attributes; kNotFound when the inode does not exist.
+// Reads `keys` in one batch, so that the Gets which follow are answered from
+// the transaction's snapshot (BufferedKvTxn remembers reads): one round trip
+// instead of one per key on a networked engine.
+Status Prefetch(KvTxn& txn, const std::vector<std::string>& keys);
 Status LoadAttr(KvTxn& txn, InodeId ino, Attr* out);
 void PutAttr(KvTxn& txn, InodeId ino, const Attr& attr);
 // Reads a counter (0 when absent).
