@@ -68,13 +68,14 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=2000, help="files per mount (default 2000)")
     ap.add_argument("--engines", default="sqlite,redis,postgres,etcd")
-    ap.add_argument("--mounts", default="1,2,4", help="mount counts (default 1,2,4)")
+    ap.add_argument("--mounts", default="1,2,4",
+                    help="mount counts (default 1,2,4; empty: engine latency only)")
     ap.add_argument("--tools", default=DEFAULT_TOOLS)
     args = ap.parse_args()
     require_tessera()
     interrupt_on_signals()
     engines = args.engines.split(",")
-    counts = [int(c) for c in args.mounts.split(",")]
+    counts = [int(c) for c in args.mounts.split(",") if c]  # "" : engine latency only
     work = tempfile.mkdtemp(prefix="tessera-bench-")
     mounts = Mounts(work)
     results = {}   # (engine, mounts) -> {phase: ops/s}
@@ -148,13 +149,12 @@ def main():
         print(f"{'engine':<{label_w}}" + "".join(f"{o:>11}" for o in ops))
         for engine in engines:
             data = latency.get(engine) or {}
-            phases = {p.get("phase"): p for p in data.get("phases", [])}
+            phases = {p.get("name"): p for p in data.get("phases", [])}
             cells = []
             for o in ops:
                 p = phases.get(o)
-                key = "ms_per_listing" if o == "readdir" else "mean_ms"
-                v = None if p is None else p.get(key)
-                cells.append("-" if v is None else f"{v:.3f}")
+                v = None if p is None else p.get("mean_us")
+                cells.append("-" if v is None else f"{v / 1000:.3f}")
             print(f"{engine:<{label_w}}" + "".join(f"{c:>11}" for c in cells))
         print("(readdir: one full listing of a 1,000-entry directory)")
 

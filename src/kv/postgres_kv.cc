@@ -80,6 +80,10 @@ using PgResult = std::unique_ptr<PGresult, decltype(&PQclear)>;
 struct Connection {
   ~Connection() { PQfinish(conn); }
   PGconn* conn = nullptr;
+  // A ROLLBACK was sent and its answer not read yet (see PgTxn::End).
+  bool rolling_back = false;
+  // Left in a state nobody should reuse (a pipeline cut short).
+  bool broken = false;
 };
 
 // One statement parameter: bytes sent in binary, or text (for the limit),
@@ -161,15 +165,26 @@ class PgShared {
       while (!idle_.empty()) {
         std::unique_ptr<Connection> c = std::move(idle_.back());
         idle_.pop_back();
-        if (PQstatus(c->conn) == CONNECTION_OK) return c;
+        if (FinishRollback(*c) && PQstatus(c->conn) == CONNECTION_OK) return c;
       }
     }
     return Open();
   }
 
-  // Takes back a connection with no transaction open.
+  // Reads the answer to a ROLLBACK sent without waiting; false when the
+  // connection did not come back to a clean state.
+  static bool FinishRollback(Connection& c) {
+    if (!c.rolling_back) return true;
+    c.rolling_back = false;
+    while (PGresult* r = PQgetResult(c.conn)) PQclear(r);
+    return PQtransactionStatus(c.conn) == PQTRANS_IDLE;
+  }
+
+  // Takes back a connection with no transaction open (or one whose
+  // ROLLBACK is on its way).
   void Release(std::unique_ptr<Connection> c) {
-    if (PQstatus(c->conn) != CONNECTION_OK || PQtransactionStatus(c->conn) != PQTRANS_IDLE) return;
+    if (c->broken || PQstatus(c->conn) != CONNECTION_OK) return;
+    if (!c->rolling_back && PQtransactionStatus(c->conn) != PQTRANS_IDLE) return;
     std::lock_guard lock(mu_);
     if (idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(c));
   }
@@ -178,6 +193,57 @@ class PgShared {
   Status Exec(Connection& c, const char* sql, std::string_view what) const {
     PgResult r(PQexec(c.conn, sql), PQclear);
     return Check(c, r.get(), what);
+  }
+
+  // Runs [BEGIN,] one prepared statement [, COMMIT] in one round trip
+  // (libpq's pipeline mode) and returns the statement's result, or the first
+  // error. After an error the rest is skipped by the server.
+  Result<PgResult> Pipeline(Connection& c, bool begin, StatementId id,
+                            const std::vector<Param>& params, bool commit,
+                            std::string_view what) const {
+    PGconn* conn = c.conn;
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+    std::vector<int> formats;
+    for (const Param& p : params) {
+      // A zero-length bytea still needs a non-null pointer (null means NULL).
+      values.push_back(p.value ? (p.value->empty() ? "" : p.value->data()) : nullptr);
+      lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+      formats.push_back(p.binary ? 1 : 0);
+    }
+    auto cut = [&](std::string_view when) {
+      c.broken = true;
+      return Unavailable("PostgreSQL connection to " + redacted_ + " failed while " +
+                         std::string(what) + " (" + std::string(when) + "): " +
+                         Trim(PQerrorMessage(conn)));
+    };
+    if (PQenterPipelineMode(conn) != 1) return cut("entering pipeline mode");
+    bool sent = !begin || PQsendQueryParams(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0,
+                                            nullptr, nullptr, nullptr, nullptr, 0) == 1;
+    sent = sent && PQsendQueryPrepared(conn, kStatements[id].name, static_cast<int>(values.size()),
+                                       values.data(), lengths.data(), formats.data(),
+                                       /*resultFormat=*/1) == 1;
+    sent = sent && (!commit || PQsendQueryParams(conn, "COMMIT", 0, nullptr, nullptr, nullptr,
+                                                 nullptr, 0) == 1);
+    if (!sent || PQpipelineSync(conn) != 1) return cut("sending");
+    const int queries = (begin ? 1 : 0) + 1 + (commit ? 1 : 0);
+    const int statement = begin ? 1 : 0;
+    Status first_error;
+    PgResult result(nullptr, PQclear);
+    for (int q = 0; q < queries; ++q) {
+      PgResult r(PQgetResult(conn), PQclear);
+      if (!r) return cut("reading answers");
+      if (PQresultStatus(r.get()) != PGRES_PIPELINE_ABORTED && first_error.ok()) {
+        first_error = Check(c, r.get(), what);
+      }
+      while (PGresult* end = PQgetResult(conn)) PQclear(end);  // the query's end marker
+      if (q == statement) result = std::move(r);
+    }
+    PgResult sync(PQgetResult(conn), PQclear);
+    if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) return cut("syncing");
+    if (PQexitPipelineMode(conn) != 1) return cut("leaving pipeline mode");
+    if (!first_error.ok()) return first_error;
+    return result;
   }
 
   // Maps a result to a status: serialization failures and deadlocks are
@@ -224,7 +290,6 @@ class PgTxn final : public BufferedKvTxn {
 
  protected:
   Result<std::optional<std::string>> SnapshotGet(std::string_view key) override {
-    RETURN_IF_ERROR(StartTxn());
     ASSIGN_OR_RETURN(PgResult r, Run(kGet, {Param{key}}, "reading a key"));
     if (PQntuples(r.get()) == 0) return std::optional<std::string>();
     return std::optional<std::string>(Bytes(r.get(), 0, 0));
@@ -232,7 +297,6 @@ class PgTxn final : public BufferedKvTxn {
 
   Result<std::vector<std::optional<std::string>>> SnapshotBatchGet(
       const std::vector<std::string>& keys) override {
-    RETURN_IF_ERROR(StartTxn());
     std::string array = EncodeByteaArray(keys);
     ASSIGN_OR_RETURN(PgResult r, Run(kBatchGet, {Param{array}}, "reading keys"));
     std::map<std::string, std::string, std::less<>> found;
@@ -250,7 +314,6 @@ class PgTxn final : public BufferedKvTxn {
 
   Result<ScanResult> SnapshotScan(std::string_view begin, std::string_view end,
                                   size_t limit) override {
-    RETURN_IF_ERROR(StartTxn());
     // One row past the limit tells whether there is more.
     std::string sql_limit = std::to_string(limit + 1);
     Param lim{limit == 0 ? std::nullopt : std::optional<std::string_view>(sql_limit), false};
@@ -279,11 +342,10 @@ class PgTxn final : public BufferedKvTxn {
     }
     std::unique_lock<std::mutex> lock;
     if (!exclusive_lock_.owns_lock()) lock = std::unique_lock(shared_->commit_mu());
-    // Blind writes open the transaction here; nothing was read, so the fresh
-    // snapshot cannot make them conflict.
-    Status s = StartTxn();
     // The clock row's lock orders concurrent committers; updating it fails
-    // if anyone committed since our snapshot.
+    // if anyone committed since our snapshot. Blind writes open the
+    // transaction in the same round trip; nothing was read, so the fresh
+    // snapshot cannot make them conflict.
     std::vector<std::string_view> put_keys, put_values, delete_keys;
     for (const auto& [key, value] : writes) {
       if (value) {
@@ -293,53 +355,44 @@ class PgTxn final : public BufferedKvTxn {
         delete_keys.push_back(key);
       }
     }
-    if (s.ok()) {
-      std::string k = EncodeByteaArray(put_keys), v = EncodeByteaArray(put_values),
-                  d = EncodeByteaArray(delete_keys);
-      s = Run(kCommit, {Param{k}, Param{v}, Param{d}}, "committing").status();
-    }
-    if (s.ok()) s = shared_->Exec(*conn_, "COMMIT", "committing");
+    std::string k = EncodeByteaArray(put_keys), v = EncodeByteaArray(put_values),
+                d = EncodeByteaArray(delete_keys);
+    // Not retried on a fresh connection: a commit whose answer was lost
+    // may have been applied (WithTransaction decides what to do).
+    Status s = Run(kCommit, {Param{k}, Param{v}, Param{d}}, "committing", /*commit=*/true).status();
     End();
     return s;
   }
 
  private:
-  // Opens the transaction on a pooled connection. A pooled connection may
-  // have been cut since it was last used (server restart, idle timeout): one
-  // fresh connection is tried before reporting kUnavailable, which is safe
-  // because nothing has run yet.
-  Status StartTxn() {
+  // Runs a statement in the transaction; the first one also opens it (in
+  // the same round trip). A pooled connection may have been cut since it
+  // was last used (server restart, idle timeout): a transaction's first
+  // read is tried once more on a fresh connection before reporting
+  // kUnavailable, which is safe because nothing has run yet.
+  Result<PgResult> Run(StatementId id, std::initializer_list<Param> params, std::string_view what,
+                       bool commit = false) {
     RETURN_IF_ERROR(failed_);
-    if (conn_) return Status::Ok();
-    Status s;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      Result<std::unique_ptr<Connection>> c = shared_->Acquire();
-      if (!c.ok()) return Fail(c.status());
-      conn_ = std::move(c).value();
-      s = shared_->Exec(*conn_, "BEGIN ISOLATION LEVEL REPEATABLE READ", "starting a transaction");
-      if (s.ok()) return s;
-      conn_.reset();
-      if (!s.Is(StatusCode::kUnavailable)) break;
+    const std::vector<Param> list(params);
+    for (int attempt = 0;; ++attempt) {
+      if (!conn_) {
+        Result<std::unique_ptr<Connection>> c = shared_->Acquire();
+        if (!c.ok()) return Fail(c.status());
+        conn_ = std::move(c).value();
+      }
+      const bool begin = !begun_;
+      Result<PgResult> r = shared_->Pipeline(*conn_, begin, id, list, commit, what);
+      if (r.ok()) {
+        begun_ = true;
+        return r;
+      }
+      if (begin && !commit && attempt == 0 && r.status().Is(StatusCode::kUnavailable)) {
+        conn_.reset();
+        continue;
+      }
+      begun_ = true;  // possibly open: End() rolls it back
+      return Fail(r.status());
     }
-    return Fail(s);
-  }
-
-  Result<PgResult> Run(StatementId id, std::initializer_list<Param> params, std::string_view what) {
-    std::vector<const char*> values;
-    std::vector<int> lengths;
-    std::vector<int> formats;
-    for (const Param& p : params) {
-      // A zero-length bytea still needs a non-null pointer (null means NULL).
-      values.push_back(p.value ? (p.value->empty() ? "" : p.value->data()) : nullptr);
-      lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
-      formats.push_back(p.binary ? 1 : 0);
-    }
-    PgResult r(PQexecPrepared(conn_->conn, kStatements[id].name, static_cast<int>(values.size()),
-                              values.data(), lengths.data(), formats.data(), /*resultFormat=*/1),
-               PQclear);
-    Status s = shared_->Check(*conn_, r.get(), what);
-    if (!s.ok()) return Fail(s);
-    return r;
   }
 
   static std::string Bytes(PGresult* r, int row, int col) {
@@ -359,14 +412,20 @@ class PgTxn final : public BufferedKvTxn {
     if (!conn_) return;
     if (PQstatus(conn_->conn) == CONNECTION_OK &&
         PQtransactionStatus(conn_->conn) != PQTRANS_IDLE) {
-      Status s = shared_->Exec(*conn_, "ROLLBACK", "rolling back");
-      if (!s.ok()) LogWarn(s.ToString());
+      // Sent without waiting for the answer: a read-only transaction costs
+      // no extra round trip. The next user of the connection reads it.
+      if (PQsendQuery(conn_->conn, "ROLLBACK") == 1) {
+        conn_->rolling_back = true;
+      } else {
+        conn_->broken = true;
+      }
     }
     shared_->Release(std::move(conn_));
   }
 
   std::shared_ptr<PgShared> shared_;
   std::unique_ptr<Connection> conn_;  // from the first statement on
+  bool begun_ = false;                // BEGIN was sent on conn_
   Status failed_;
   std::unique_lock<std::mutex> exclusive_lock_;
 };

@@ -93,14 +93,34 @@ Status DeleteChunks(KvTxn& txn, InodeId ino, uint32_t first_chunk, std::vector<S
 }
 
 Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceRef>* freed) {
+  // One range scan over everything stored under the inode (chunks, symlink
+  // target, xattrs) instead of one per kind: a round trip each on a
+  // networked engine. Lock records (F, P) stay, as their holders own them.
+  const size_t kind_at = keys::InodePrefix(ino).size();
+  std::string from = keys::InodeBegin(ino);
+  const std::string end = keys::InodeEnd(ino);
+  while (true) {
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, 256));
+    for (const auto& kv : page.items) {
+      const char kind = kv.key.size() > kind_at ? kv.key[kind_at] : 0;
+      if (kind == 'C') {
+        ASSIGN_OR_RETURN(auto records, DecodeChunk(kv.value));
+        for (const SliceRef& slice : DistinctSlices(records)) {
+          RETURN_IF_ERROR(ReleaseSlice(txn, slice, freed));
+        }
+      } else if (kind != 'I' && kind != 'S' && kind != 'X') {
+        continue;
+      }
+      txn.Delete(kv.key);
+    }
+    if (!page.more || page.items.empty()) break;
+    from = page.items.back().key + '\0';
+  }
   if (attr.IsFile()) {
-    RETURN_IF_ERROR(DeleteChunks(txn, ino, 0, freed));
     ASSIGN_OR_RETURN(auto space, AddCounter(txn, keys::kUsedSpace,
                                             -static_cast<int64_t>(SpaceOf(attr.length))));
     (void)space;
   }
-  if (S_ISLNK(attr.mode)) txn.Delete(keys::Symlink(ino));
-  RETURN_IF_ERROR(DeleteXattrs(txn, ino));
   txn.Delete(keys::Attr(ino));
   ASSIGN_OR_RETURN(auto inodes, AddCounter(txn, keys::kUsedInodes, -1));
   (void)inodes;
