@@ -59,7 +59,7 @@ Result<ScanResult> BufferedKvTxn::Scan(std::string_view begin, std::string_view 
   if (!end.empty() && begin >= end) return ScanResult{};
   auto lo = writes_.lower_bound(begin);
   auto hi = end.empty() ? writes_.end() : writes_.lower_bound(end);
-  if (lo == hi) return SnapshotScan(begin, end, limit);
+  if (lo == hi) return SnapshotScanCached(begin, end, limit);
 
   // Each buffered delete can hide at most one snapshot pair, so asking the
   // snapshot for `limit + deletes` pairs always leaves at least `limit`
@@ -69,7 +69,7 @@ Result<ScanResult> BufferedKvTxn::Scan(std::string_view begin, std::string_view 
     if (!it->second) ++deletes;
   }
   size_t ask = limit == 0 ? 0 : limit + deletes;
-  ASSIGN_OR_RETURN(ScanResult snap, SnapshotScan(begin, end, ask));
+  ASSIGN_OR_RETURN(ScanResult snap, SnapshotScanCached(begin, end, ask));
   if (snap.more) {
     if (snap.items.empty()) return Internal("KV engine scan reported more without items");
     // Past the snapshot's last key, the snapshot is unknown: merging buffered
@@ -101,6 +101,20 @@ Result<ScanResult> BufferedKvTxn::Scan(std::string_view begin, std::string_view 
   // that key, all `deletes` were spent there (see above).
   if (snap.more) out.more = true;
   return out;
+}
+
+// The same scan twice (an operation that looks at an inode's keys, then
+// deletes them) costs one engine read; its pairs also answer later Gets.
+Result<ScanResult> BufferedKvTxn::SnapshotScanCached(std::string_view begin, std::string_view end,
+                                                     size_t limit) {
+  if (last_scan_ && last_scan_->begin == begin && last_scan_->end == end &&
+      last_scan_->limit == limit) {
+    return last_scan_->result;
+  }
+  ASSIGN_OR_RETURN(ScanResult result, SnapshotScan(begin, end, limit));
+  for (const KeyValue& kv : result.items) reads_.try_emplace(kv.key, kv.value);
+  last_scan_ = CachedScan{std::string(begin), std::string(end), limit, result};
+  return result;
 }
 
 void BufferedKvTxn::Put(std::string_view key, std::string_view value) {

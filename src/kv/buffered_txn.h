@@ -56,8 +56,16 @@ class BufferedKvTxn : public KvTxn {
 
  private:
   WriteBuffer writes_;
-  // Snapshot values already read (a snapshot never changes).
+  // Snapshot values already read, by point reads or scans (a snapshot never
+  // changes), and the last snapshot scan with its arguments.
   WriteBuffer reads_;
+  struct CachedScan {
+    std::string begin, end;
+    size_t limit = 0;
+    ScanResult result;
+  };
+  std::optional<CachedScan> last_scan_;
+  Result<ScanResult> SnapshotScanCached(std::string_view begin, std::string_view end, size_t limit);
   bool committed_ = false;
 };
 

@@ -89,7 +89,7 @@ return out
 
 // ARGV[1] snapshot ("" = blind writes, no check), ARGV[2] undo TTL, then
 // ops: "p" key value | "d" key. Returns 1, or 0 on conflict.
-constexpr const char* kCommitScript = R"lua(
+const std::string kCommitScript = R"lua(
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= cur then return 0 end
 local u = KEYS[4] .. (cur + 1)
@@ -220,9 +220,12 @@ class RedisKvStore : public KvStore {
   Result<std::unique_ptr<KvTxn>> Begin() override;
   Result<std::unique_ptr<KvTxn>> BeginExclusive() override;
 
-  // Runs one script: EVAL script 4 <keys_> args. `idempotent` scripts are
-  // retried once on a fresh connection when a pooled one turns out broken
-  // (server restart, idle timeout); a commit is not, as it may have applied.
+  // Runs one script: EVALSHA sha 4 <keys_> args, loading the script first
+  // when the server does not know it (first use, or after a restart), so a
+  // script's text crosses the network once, not with every call.
+  // `idempotent` scripts are retried once on a fresh connection when a
+  // pooled one turns out broken (server restart, idle timeout); a commit is
+  // not, as it may have applied.
   Result<Reply> Eval(const std::string& script, const std::vector<std::string>& args,
                      bool idempotent) {
     std::vector<const char*> argv;
@@ -231,14 +234,33 @@ class RedisKvStore : public KvStore {
       argv.push_back(s.data());
       lens.push_back(s.size());
     };
-    static const std::string kEval = "EVAL", kNumKeys = "4";
-    add(kEval);
-    add(script);
+    static const std::string kEvalSha = "EVALSHA", kNumKeys = "4";
+    std::string sha = ScriptSha(script);
+    add(kEvalSha);
+    add(sha);
     add(kNumKeys);
     for (const auto& k : keys_) add(k);
     for (const auto& s : args) add(s);
+    bool loaded = false;
     for (int attempt = 0;; ++attempt) {
       ASSIGN_OR_RETURN(Context c, Acquire());
+      if (sha.empty() || loaded) {
+        loaded = true;  // until the load succeeds
+        // Unknown to us, or NOSCRIPT from the server: nothing ran yet.
+        Reply load(static_cast<redisReply*>(
+            redisCommand(c.get(), "SCRIPT LOAD %b", script.data(), script.size())));
+        if (load == nullptr || load->type != REDIS_REPLY_STRING) {
+          std::string why = load == nullptr ? std::string(c->errstr) : ReplyString(load.get());
+          DropIdle();
+          if (load == nullptr && attempt == 0) continue;  // loading is always safe to repeat
+          return Unavailable("redis " + Url() + ": cannot load a script: " + why);
+        }
+        sha.assign(load->str, load->len);
+        RememberSha(script, sha);
+        argv[1] = sha.data();
+        lens[1] = sha.size();
+        loaded = false;
+      }
       Reply r(static_cast<redisReply*>(
           redisCommandArgv(c.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
       if (r == nullptr) {
@@ -250,11 +272,28 @@ class RedisKvStore : public KvStore {
       }
       Release(std::move(c));
       if (r->type == REDIS_REPLY_ERROR) {
-        return IoError("redis " + Url() + ": " + ReplyString(r.get()));
+        std::string error = ReplyString(r.get());
+        if (error.rfind("NOSCRIPT", 0) == 0 && attempt < 2) {
+          loaded = true;
+          continue;
+        }
+        return IoError("redis " + Url() + ": " + error);
       }
       return r;
     }
   }
+
+  std::string ScriptSha(const std::string& script) {
+    std::lock_guard lock(sha_mu_);
+    auto it = shas_.find(&script);
+    return it == shas_.end() ? std::string() : it->second;
+  }
+  void RememberSha(const std::string& script, const std::string& sha) {
+    std::lock_guard lock(sha_mu_);
+    shas_[&script] = sha;
+  }
+  std::mutex sha_mu_;
+  std::map<const std::string*, std::string> shas_;  // script -> its SHA1 on the server
 
   // Serialises this process's exclusive transactions and all its commits.
   std::mutex exclusive_mu_;

@@ -411,6 +411,9 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
     ASSIGN_OR_RETURN(auto raw, txn.Get(keys::Entry(parent, name)));
     if (!raw) return NotFound("no such entry");
     ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(*raw));
+    // A file's last unlink deletes everything under it: one scan reads the
+    // attributes and that at once.
+    if (!want_dir) RETURN_IF_ERROR(meta_internal::ScanInode(txn, e.inode));
     Attr a;
     RETURN_IF_ERROR(LoadAttr(txn, e.inode, &a));
     int64_t now = NowNanos();

@@ -11,6 +11,10 @@ Status Prefetch(KvTxn& txn, const std::vector<std::string>& keys) {
   return txn.BatchGet(keys).status();
 }
 
+Status ScanInode(KvTxn& txn, InodeId ino) {
+  return txn.Scan(keys::InodeBegin(ino), keys::InodeEnd(ino), kInodeScanPage).status();
+}
+
 Status LoadAttr(KvTxn& txn, InodeId ino, Attr* out) {
   ASSIGN_OR_RETURN(auto value, txn.Get(keys::Attr(ino)));
   if (!value) return NotFound("inode " + std::to_string(ino.value()) + " does not exist");
@@ -100,7 +104,7 @@ Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceR
   std::string from = keys::InodeBegin(ino);
   const std::string end = keys::InodeEnd(ino);
   while (true) {
-    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, 256));
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, kInodeScanPage));
     for (const auto& kv : page.items) {
       const char kind = kv.key.size() > kind_at ? kv.key[kind_at] : 0;
       if (kind == 'C') {

@@ -14,6 +14,12 @@ namespace tessera::meta_internal {
 // Reads `keys` in one batch, so that the Gets which follow are answered from
 // the transaction's snapshot (BufferedKvTxn remembers reads): one round trip
 // instead of one per key on a networked engine.
+// Page size of scans over everything stored under one inode; reading the
+// first page ahead (ScanInode) makes DeleteInode's first scan free.
+inline constexpr size_t kInodeScanPage = 256;
+// Reads the first page of an inode's keys, attributes included, so that the
+// LoadAttr and DeleteInode which follow cost no further round trip.
+Status ScanInode(KvTxn& txn, InodeId ino);
 Status Prefetch(KvTxn& txn, const std::vector<std::string>& keys);
 Status LoadAttr(KvTxn& txn, InodeId ino, Attr* out);
 void PutAttr(KvTxn& txn, InodeId ino, const Attr& attr);
