@@ -338,7 +338,8 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
   RETURN_IF_ERROR(CheckName(name));
   ASSIGN_OR_RETURN(InodeId ino, NextInode());
   const bool is_dir = S_ISDIR(mode);
-  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  Attr dir_after;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Entry(parent, name),
                                    keys::Counter(keys::kUsedInodes)}));
     Attr dir;
@@ -370,10 +371,13 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
     Touch(&dir, now);
     if (is_dir) dir.nlink++;
     PutAttr(txn, parent, dir);
+    dir_after = dir;
     out->inode = ino;
     out->attr = a;
     return Status::Ok();
-  });
+  }));
+  NoteDir(parent, &dir_after);
+  return Status::Ok();
 }
 
 Result<EntryInfo> Meta::Mknod(const Context& ctx, InodeId parent, std::string_view name,
@@ -395,7 +399,8 @@ Result<EntryInfo> Meta::Mkdir(const Context& ctx, InodeId parent, std::string_vi
 Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, bool want_dir) {
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
   std::vector<SliceRef> freed;
-  InodeId kept;
+  InodeId kept, removed;
+  Attr dir_after;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     freed.clear();
     kept = InodeId();
@@ -445,8 +450,12 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
     txn.Delete(keys::Entry(parent, name));
     Touch(&dir, now);
     PutAttr(txn, parent, dir);
+    dir_after = dir;
+    removed = e.inode;
     return Status::Ok();
   }));
+  NoteDir(parent, &dir_after);
+  if (want_dir) NoteDir(removed, nullptr);
   FreeSlices(freed);
   return KeepUntilClosed(kept);
 }
@@ -467,9 +476,12 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
   std::vector<SliceRef> freed;
   InodeId kept;
+  Attr src_after, dst_after;
+  InodeId moved_ino, replaced;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     freed.clear();
     kept = InodeId();
+    moved_ino = replaced = InodeId();
     const bool same_dir = parent == new_parent;
     RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Attr(new_parent),
                                    keys::Entry(parent, name), keys::Entry(new_parent, new_name)}));
@@ -486,6 +498,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     if (!raw) return NotFound("no such entry");
     ASSIGN_OR_RETURN(DirEntryValue src, DecodeEntry(*raw));
     if (same_dir && name == new_name) return Status::Ok();
+    moved_ino = src.inode;
     Attr moved;
     RETURN_IF_ERROR(LoadAttr(txn, src.inode, &moved));
 
@@ -506,6 +519,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
       if (flags & RENAME_NOREPLACE) return Exists("target exists");
       ASSIGN_OR_RETURN(DirEntryValue dst, DecodeEntry(*raw_dst));
       if (dst.inode == src.inode) return Status::Ok();  // two links to one file
+      replaced = dst.inode;
       Attr victim;
       RETURN_IF_ERROR(LoadAttr(txn, dst.inode, &victim));
       if (moved.IsDir()) {
@@ -549,8 +563,16 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
       Touch(&dst_dir, now);
       PutAttr(txn, new_parent, dst_dir);
     }
+    src_after = src_dir;
+    dst_after = dst_dir;
     return Status::Ok();
   }));
+  if (moved_ino.value() != 0) {
+    NoteDir(parent, &src_after);
+    NoteDir(new_parent, &dst_after);
+    NoteDir(moved_ino, nullptr);  // a moved directory's parent and ctime changed
+    if (replaced.value() != 0) NoteDir(replaced, nullptr);
+  }
   FreeSlices(freed);
   return KeepUntilClosed(kept);
 }

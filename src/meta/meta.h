@@ -120,6 +120,14 @@ class Meta {
   const VolumeSettings& settings() const { return settings_; }
   KvStore& kv() { return *kv_; }
   void SetSliceDeleter(SliceDeleter deleter) { slice_deleter_ = std::move(deleter); }
+  // Told after each commit that changed a directory's attributes here: the
+  // new attributes when this client computed them (an entry added, removed
+  // or renamed), or nullptr when they changed otherwise or the directory is
+  // gone. A mount uses it to answer the kernel's next GETATTR of a directory
+  // it just changed (the kernel drops its cached attributes after every
+  // change) without a round trip. Set before use, not while operations run.
+  using DirObserver = std::function<void(InodeId dir, const Attr* attr)>;
+  void SetDirObserver(DirObserver observer) { dir_observer_ = std::move(observer); }
 
   // Sessions: this client registers one at mount, heartbeats it, and removes
   // it at unmount. Sessions of all clients are listed by `tessera status`.
@@ -275,6 +283,10 @@ class Meta {
   std::unique_ptr<KvStore> kv_;
   const VolumeSettings settings_;
   SliceDeleter slice_deleter_;
+  DirObserver dir_observer_;
+  void NoteDir(InodeId dir, const Attr* attr) const {
+    if (dir_observer_) dir_observer_(dir, attr);
+  }
   SessionId session_;
   // When this client's heartbeats last started to succeed (see
   // CleanupStaleSessions); 0 while the last one failed.

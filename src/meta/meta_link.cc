@@ -40,6 +40,7 @@ Result<EntryInfo> Meta::Link(const Context&, InodeId ino, InodeId new_parent,
                              std::string_view new_name) {
   RETURN_IF_ERROR(CheckName(new_name));
   EntryInfo out;
+  Attr dir_after;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, new_parent, &dir));
@@ -58,8 +59,10 @@ Result<EntryInfo> Meta::Link(const Context&, InodeId ino, InodeId new_parent,
     txn.Put(keys::Entry(new_parent, new_name), EncodeEntry({out.attr.mode & S_IFMT, ino}));
     dir.mtime_ns = dir.ctime_ns = now;
     PutAttr(txn, new_parent, dir);
+    dir_after = dir;
     return Status::Ok();
   }));
+  NoteDir(new_parent, &dir_after);
   return out;
 }
 
@@ -82,7 +85,8 @@ Status Meta::RenameExchange(InodeId parent, std::string_view name, InodeId new_p
                             std::string_view new_name) {
   RETURN_IF_ERROR(CheckName(new_name));
   RETURN_IF_ERROR(CheckName(name));
-  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  InodeId swapped_a, swapped_b;
+  RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     const bool same_dir = parent == new_parent;
     Attr dir_a, dir_b_storage;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir_a));
@@ -134,8 +138,12 @@ Status Meta::RenameExchange(InodeId parent, std::string_view name, InodeId new_p
       dir_b.mtime_ns = dir_b.ctime_ns = now;
       PutAttr(txn, new_parent, dir_b);
     }
+    swapped_a = a.inode;
+    swapped_b = b.inode;
     return Status::Ok();
-  });
+  }));
+  for (InodeId changed : {parent, new_parent, swapped_a, swapped_b}) NoteDir(changed, nullptr);
+  return Status::Ok();
 }
 
 }  // namespace tessera

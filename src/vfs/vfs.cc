@@ -67,12 +67,43 @@ Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options, BlockCache* cache)
   meta_->SetSliceDeleter([this](const std::vector<SliceRef>& freed) {
     for (const SliceRef& s : freed) (void)slices_->Delete(s);
   });
+  if (options_.attr_timeout_s > 0) {
+    meta_->SetDirObserver([this](InodeId dir, const Attr* attr) { NoteDir(dir, attr); });
+  }
   // Writers waiting for buffer memory get it back from the partial blocks
   // that open files hold.
   uploads_->SetPressureHandler([this] { (void)FlushAll(); });
 }
 
-Vfs::~Vfs() { meta_->SetSliceDeleter(nullptr); }
+Vfs::~Vfs() {
+  meta_->SetSliceDeleter(nullptr);
+  meta_->SetDirObserver(nullptr);
+}
+
+void Vfs::NoteDir(InodeId dir, const Attr* attr) {
+  std::lock_guard lock(recent_dirs_mu_);
+  if (attr == nullptr) {
+    recent_dirs_.erase(dir.value());
+    return;
+  }
+  if (recent_dirs_.size() >= kMaxRecentDirs) recent_dirs_.clear();
+  auto [it, inserted] = recent_dirs_.try_emplace(dir.value());
+  // Two commits may report in the other order: keep the later change.
+  if (!inserted && it->second.attr.ctime_ns > attr->ctime_ns) return;
+  it->second = RecentDir{*attr, std::chrono::steady_clock::now()};
+}
+
+std::optional<Attr> Vfs::RecentDirAttr(InodeId dir) {
+  std::lock_guard lock(recent_dirs_mu_);
+  auto it = recent_dirs_.find(dir.value());
+  if (it == recent_dirs_.end()) return std::nullopt;
+  const auto age = std::chrono::steady_clock::now() - it->second.at;
+  if (age >= std::chrono::duration<double>(options_.attr_timeout_s)) {
+    recent_dirs_.erase(it);
+    return std::nullopt;
+  }
+  return it->second.attr;
+}
 
 std::shared_ptr<Vfs::OpenFile> Vfs::FindFile(InodeId ino) {
   std::lock_guard lock(mu_);
@@ -131,6 +162,7 @@ Result<EntryInfo> Vfs::Lookup(const Context& ctx, InodeId parent, std::string_vi
 }
 
 Result<Attr> Vfs::GetAttr(const Context&, InodeId ino) {
+  if (std::optional<Attr> recent = RecentDirAttr(ino)) return *recent;
   ASSIGN_OR_RETURN(Attr a, meta_->GetAttr(ino));
   AddPendingWrites(ino, &a);
   return a;
@@ -140,7 +172,10 @@ Result<Attr> Vfs::SetAttr(const Context& ctx, InodeId ino, const SetAttrRequest&
   // Buffered writes must land before the length changes under them, and
   // before an explicit mtime (cp -p) that their commit would overwrite.
   if (req.size || req.mtime_ns) RETURN_IF_ERROR(FlushFile(ino));
-  return meta_->SetAttr(ctx, ino, req);
+  NoteDir(ino, nullptr);
+  Result<Attr> a = meta_->SetAttr(ctx, ino, req);
+  if (a.ok() && a->IsDir()) NoteDir(ino, &*a);
+  return a;
 }
 
 Result<EntryInfo> Vfs::Mknod(const Context& ctx, InodeId parent, std::string_view name,
@@ -465,6 +500,7 @@ constexpr std::string_view kCapabilityXattr = "security.capability";
 Status Vfs::SetXattr(const Context& ctx, InodeId ino, std::string_view name,
                      std::string_view value, int flags) {
   if (auto file = FindFile(ino)) file->no_capability = false;
+  NoteDir(ino, nullptr);  // its ctime changes
   return meta_->SetXattr(ctx, ino, name, value, flags);
 }
 
@@ -481,6 +517,7 @@ Result<std::vector<std::string>> Vfs::ListXattr(const Context&, InodeId ino) {
 }
 
 Status Vfs::RemoveXattr(const Context& ctx, InodeId ino, std::string_view name) {
+  NoteDir(ino, nullptr);  // its ctime changes
   return meta_->RemoveXattr(ctx, ino, name);
 }
 

@@ -9,6 +9,7 @@
 // Flush/Fsync/Release (close-to-open consistency).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -169,10 +170,24 @@ class Vfs {
   void TouchAtime(InodeId ino, const Attr& attr);
   // kNoSpace when growing a file to `end` would pass the capacity quota.
   Status CheckCapacity(InodeId ino, uint64_t end);
+  // Attributes of directories this mount just changed (Meta::DirObserver):
+  // the kernel drops its cached attributes of a directory after every
+  // create, unlink or rename in it and asks again at the next path walk;
+  // within the attribute-cache time they are answered from here.
+  void NoteDir(InodeId dir, const Attr* attr);
+  std::optional<Attr> RecentDirAttr(InodeId dir);
 
   Meta* const meta_;
   SliceStore* const slices_;
   const VfsOptions options_;
+
+  struct RecentDir {
+    Attr attr;
+    std::chrono::steady_clock::time_point at;
+  };
+  static constexpr size_t kMaxRecentDirs = 4096;
+  std::mutex recent_dirs_mu_;
+  std::unordered_map<uint64_t, RecentDir> recent_dirs_;  // guarded by recent_dirs_mu_
   std::unique_ptr<ChunkMeta> chunks_;
   std::unique_ptr<BlockReader> reader_;
   std::unique_ptr<Compactor> compactor_;

@@ -17,6 +17,40 @@ class VfsTest : public VfsFixture {
   }
 };
 
+// A directory this mount just changed answers GETATTR from memory; what it
+// answers must be exactly what the engine holds.
+TEST_F(VfsTest, DirectoryAttributesAfterOwnChangesMatchTheEngine) {
+  auto d = vfs_->Mkdir(ctx_, kRootInode, "d", 0755);
+  ASSERT_TRUE(d.ok());
+  auto same_as_engine = [&](const std::string& after) {
+    auto cached = vfs_->GetAttr(ctx_, d->inode);
+    auto stored = meta_->GetAttr(d->inode);
+    ASSERT_TRUE(cached.ok() && stored.ok()) << after;
+    EXPECT_EQ(cached->nlink, stored->nlink) << after;
+    EXPECT_EQ(cached->mtime_ns, stored->mtime_ns) << after;
+    EXPECT_EQ(cached->ctime_ns, stored->ctime_ns) << after;
+    EXPECT_EQ(cached->mode, stored->mode) << after;
+  };
+  uint64_t handle = 0;
+  ASSERT_TRUE(vfs_->Create(ctx_, d->inode, "f", 0644, O_WRONLY, &handle).ok());
+  same_as_engine("create");
+  ASSERT_TRUE(vfs_->Mkdir(ctx_, d->inode, "sub", 0755).ok());
+  same_as_engine("mkdir");
+  EXPECT_EQ(vfs_->GetAttr(ctx_, d->inode)->nlink, 3u);
+  ASSERT_TRUE(vfs_->Rename(ctx_, d->inode, "f", d->inode, "g", 0).ok());
+  same_as_engine("rename");
+  ASSERT_TRUE(vfs_->Rmdir(ctx_, d->inode, "sub").ok());
+  same_as_engine("rmdir");
+  EXPECT_EQ(vfs_->GetAttr(ctx_, d->inode)->nlink, 2u);
+  SetAttrRequest chmod;
+  chmod.mode = 0700;
+  ASSERT_TRUE(vfs_->SetAttr(ctx_, d->inode, chmod).ok());
+  same_as_engine("chmod");
+  EXPECT_EQ(vfs_->GetAttr(ctx_, d->inode)->mode & 07777, 0700u);
+  ASSERT_TRUE(vfs_->Unlink(ctx_, d->inode, "g").ok());
+  same_as_engine("unlink");
+}
+
 TEST_F(VfsTest, ReadsSeeOwnWritesBeforeClose) {
   uint64_t h = 0;
   auto e = vfs_->Create(ctx_, kRootInode, "f", 0644, O_RDWR, &h);
