@@ -39,8 +39,8 @@ class KvConformanceTest : public ::testing::TestWithParam<std::string> {
       Result<std::string> url = NewPgTestDatabase();
       ASSERT_TRUE(url.ok()) << url.status().ToString();
       url_ = *url;
-    } else if (GetParam() == "redis") {
-      Result<std::string> url = NewRedisTestUrl();
+    } else if (GetParam() == "redis" || GetParam() == "rediss") {
+      Result<std::string> url = GetParam() == "redis" ? NewRedisTestUrl() : NewRedisTlsTestUrl();
       ASSERT_TRUE(url.ok()) << url.status().ToString();
       url_ = *url;
     } else if (GetParam() == "etcd") {
@@ -457,7 +457,7 @@ TEST_P(KvConformanceTest, ConcurrentInsertsWithScans) {
   EXPECT_TRUE(r.more);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, KvConformanceTest, ::testing::Values("memory", "sqlite", "postgres", "redis", "etcd"),
+INSTANTIATE_TEST_SUITE_P(Engines, KvConformanceTest, ::testing::Values("memory", "sqlite", "postgres", "redis", "rediss", "etcd"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });

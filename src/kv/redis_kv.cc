@@ -1,7 +1,5 @@
 #include "kv/redis_kv.h"
 
-#include <hiredis/hiredis.h>
-#include <sys/time.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include "kv/buffered_txn.h"
+#include "kv/redis_connection.h"
 
 namespace tessera {
 namespace {
@@ -114,17 +113,8 @@ redis.call('SET', KEYS[1], cur + 1)
 return 1
 )lua";
 
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
-
-struct ContextDeleter {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-using Context = std::unique_ptr<redisContext, ContextDeleter>;
-
-timeval Millis(int ms) { return timeval{ms / 1000, (ms % 1000) * 1000}; }
+using Reply = RedisReply;
+using Context = std::unique_ptr<RedisConnection>;
 
 std::string ReplyString(const redisReply* r) {
   return r->str != nullptr ? std::string(r->str, r->len) : std::string();
@@ -150,6 +140,8 @@ std::string PercentDecode(std::string_view s) {
 
 struct RedisAddress {
   std::string user, password, host;
+  bool tls = false;
+  std::string ca_file;  // ?cacert=PATH (TLS)
   int port = 6379;
   int db = 0;
   std::string prefix = "tessera";
@@ -160,7 +152,7 @@ Result<RedisAddress> ParseUrl(std::string_view url) {
   RedisAddress a;
   auto bad = [&](const std::string& why) {
     return Invalid("malformed metadata URL '" + std::string(url) + "': " + why +
-                   " (expected redis://[user:pass@]host:port[/db][?prefix=NAME])");
+                   " (expected redis[s]://[user:pass@]host:port[/db][?prefix=NAME][&cacert=PEM])");
   };
   size_t sep = url.find("://");
   std::string_view rest = url.substr(sep + 3);
@@ -198,11 +190,20 @@ Result<RedisAddress> ParseUrl(std::string_view url) {
     a.port = static_cast<int>(v);
   }
   if (a.host.empty()) return bad("no host");
-  if (!query.empty()) {
-    if (query.substr(0, 7) != "prefix=" || query.size() == 7) return bad("unknown option");
-    a.prefix = PercentDecode(query.substr(7));
+  a.tls = url.substr(0, 9) == "rediss://";
+  for (std::string_view rest_q = query; !rest_q.empty();) {
+    size_t amp = rest_q.find('&');
+    std::string_view option = rest_q.substr(0, amp);
+    rest_q = amp == std::string_view::npos ? "" : rest_q.substr(amp + 1);
+    if (option.substr(0, 7) == "prefix=" && option.size() > 7) {
+      a.prefix = PercentDecode(option.substr(7));
+    } else if (a.tls && option.substr(0, 7) == "cacert=" && option.size() > 7) {
+      a.ca_file = PercentDecode(option.substr(7));
+    } else {
+      return bad("unknown option '" + std::string(option) + "'");
+    }
   }
-  a.public_url = "redis://" + (a.user.empty() ? "" : a.user + "@") + a.host + ":" +
+  a.public_url = std::string(a.tls ? "rediss://" : "redis://") + (a.user.empty() ? "" : a.user + "@") + a.host + ":" +
                  std::to_string(a.port) + "/" + std::to_string(a.db) +
                  (query.empty() ? "" : "?" + std::string(query));
   return a;
@@ -228,43 +229,31 @@ class RedisKvStore : public KvStore {
   // not, as it may have applied.
   Result<Reply> Eval(const std::string& script, const std::vector<std::string>& args,
                      bool idempotent) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    auto add = [&](const std::string& s) {
-      argv.push_back(s.data());
-      lens.push_back(s.size());
-    };
-    static const std::string kEvalSha = "EVALSHA", kNumKeys = "4";
     std::string sha = ScriptSha(script);
-    add(kEvalSha);
-    add(sha);
-    add(kNumKeys);
-    for (const auto& k : keys_) add(k);
-    for (const auto& s : args) add(s);
+    std::vector<std::string_view> argv = {"EVALSHA", sha, "4"};
+    for (const auto& k : keys_) argv.push_back(k);
+    for (const auto& a : args) argv.push_back(a);
     bool loaded = false;
     for (int attempt = 0;; ++attempt) {
       ASSIGN_OR_RETURN(Context c, Acquire());
       if (sha.empty() || loaded) {
         loaded = true;  // until the load succeeds
         // Unknown to us, or NOSCRIPT from the server: nothing ran yet.
-        Reply load(static_cast<redisReply*>(
-            redisCommand(c.get(), "SCRIPT LOAD %b", script.data(), script.size())));
+        Reply load = c->Command({"SCRIPT", "LOAD", script});
         if (load == nullptr || load->type != REDIS_REPLY_STRING) {
-          std::string why = load == nullptr ? std::string(c->errstr) : ReplyString(load.get());
+          std::string why = load == nullptr ? c->error() : ReplyString(load.get());
           DropIdle();
           if (load == nullptr && attempt == 0) continue;  // loading is always safe to repeat
           return Unavailable("redis " + Url() + ": cannot load a script: " + why);
         }
         sha.assign(load->str, load->len);
         RememberSha(script, sha);
-        argv[1] = sha.data();
-        lens[1] = sha.size();
+        argv[1] = sha;
         loaded = false;
       }
-      Reply r(static_cast<redisReply*>(
-          redisCommandArgv(c.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
+      Reply r = c->Command(argv);
       if (r == nullptr) {
-        std::string why = c->errstr;
+        std::string why = c->error();
         // A server restart breaks every pooled connection alike.
         DropIdle();
         if (idempotent && attempt == 0) continue;  // c is dropped: reconnect
@@ -299,27 +288,26 @@ class RedisKvStore : public KvStore {
   std::mutex exclusive_mu_;
 
   Result<Context> Connect() {
-    Context c(redisConnectWithTimeout(a_.host.c_str(), a_.port, Millis(kConnectTimeoutMs)));
-    if (c == nullptr) return Unavailable("redis " + Url() + ": out of memory");
-    if (c->err) return Unavailable("redis " + Url() + ": cannot connect: " + c->errstr);
-    redisSetTimeout(c.get(), Millis(kCommandTimeoutMs));
+    RedisEndpoint ep{a_.host, a_.port, a_.tls, a_.ca_file, kConnectTimeoutMs, kCommandTimeoutMs};
+    Result<Context> opened = RedisConnection::Open(ep);
+    if (!opened.ok()) {
+      return Status(opened.status().code(), "redis " + Url() + ": " + opened.status().message());
+    }
+    Context c = std::move(opened).value();
     if (!a_.password.empty()) {
-      Reply r(static_cast<redisReply*>(
-          a_.user.empty()
-              ? redisCommand(c.get(), "AUTH %b", a_.password.data(), a_.password.size())
-              : redisCommand(c.get(), "AUTH %b %b", a_.user.data(), a_.user.size(),
-                             a_.password.data(), a_.password.size())));
+      Reply r = a_.user.empty() ? c->Command({"AUTH", a_.password})
+                                : c->Command({"AUTH", a_.user, a_.password});
       if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
         return Unavailable("redis " + Url() + ": authentication failed: " +
-                           (r ? ReplyString(r.get()) : std::string(c->errstr)));
+                           (r ? ReplyString(r.get()) : c->error()));
       }
     }
     if (a_.db != 0) {
-      Reply r(static_cast<redisReply*>(redisCommand(c.get(), "SELECT %d", a_.db)));
+      const std::string db = std::to_string(a_.db);
+      Reply r = c->Command({"SELECT", db});
       if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
-        return Unavailable("redis " + Url() + ": cannot select database " +
-                           std::to_string(a_.db) + ": " +
-                           (r ? ReplyString(r.get()) : std::string(c->errstr)));
+        return Unavailable("redis " + Url() + ": cannot select database " + db + ": " +
+                           (r ? ReplyString(r.get()) : c->error()));
       }
     }
     return c;
@@ -329,8 +317,8 @@ class RedisKvStore : public KvStore {
   // evict our keys (they have no TTL, except undo records) are accepted.
   Status CheckEvictionPolicy() {
     ASSIGN_OR_RETURN(Context c, Acquire());
-    Reply r(static_cast<redisReply*>(redisCommand(c.get(), "CONFIG GET maxmemory-policy")));
-    if (r == nullptr) return Unavailable("redis " + Url() + ": " + c->errstr);
+    Reply r = c->Command({"CONFIG", "GET", "maxmemory-policy"});
+    if (r == nullptr) return Unavailable("redis " + Url() + ": " + c->error());
     Release(std::move(c));
     // Servers that disable CONFIG (some managed services) cannot be checked.
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return Status::Ok();
@@ -496,10 +484,6 @@ Result<std::unique_ptr<KvTxn>> RedisKvStore::BeginExclusive() {
 }  // namespace
 
 Result<std::unique_ptr<KvStore>> OpenRedisKv(std::string_view url, const KvOptions&) {
-  if (url.substr(0, 9) == "rediss://") {
-    return Invalid("metadata URL '" + std::string(url) +
-                   "': rediss:// (TLS) is not supported by this build's hiredis; use redis://");
-  }
   ASSIGN_OR_RETURN(RedisAddress a, ParseUrl(url));
   auto store = std::make_unique<RedisKvStore>(std::move(a));
   RETURN_IF_ERROR(store->CheckEvictionPolicy());

@@ -25,13 +25,33 @@ Status PutOne(KvStore& store, const std::string& key, const std::string& value) 
   });
 }
 
-TEST(RedisKvTest, RejectsBadUrlsAndTls) {
+TEST(RedisKvTest, RejectsBadUrls) {
   EXPECT_TRUE(OpenKv("redis://127.0.0.1:notaport/0").status().Is(StatusCode::kInvalid));
   EXPECT_TRUE(OpenKv("redis://127.0.0.1:6379/x").status().Is(StatusCode::kInvalid));
   EXPECT_TRUE(OpenKv("redis://:6379/0").status().Is(StatusCode::kInvalid));
-  Status tls = OpenKv("rediss://127.0.0.1:6379/0").status();
-  EXPECT_TRUE(tls.Is(StatusCode::kInvalid));
-  EXPECT_NE(tls.message().find("not supported"), std::string::npos) << tls.ToString();
+  EXPECT_TRUE(OpenKv("redis://127.0.0.1:6379/0?cacert=/x").status().Is(StatusCode::kInvalid));
+  EXPECT_TRUE(OpenKv("redis://127.0.0.1:6379/0?color=red").status().Is(StatusCode::kInvalid));
+}
+
+// rediss://: the whole conformance suite runs on TLS too (kv_conformance_test);
+// here the certificate checks.
+TEST(RedisKvTest, TlsVerifiesTheServerCertificate) {
+  auto url = NewRedisTlsTestUrl();
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  auto store = Open(*url);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(PutOne(*store, "k", "over tls").ok());
+  auto txn = store->Begin();
+  ASSERT_TRUE(txn.ok());
+  EXPECT_EQ(*(*txn)->Get("k"), "over tls");
+  // Without the CA that signed it, the certificate is rejected.
+  std::string untrusted = url->substr(0, url->find("&cacert="));
+  Status s = OpenKv(untrusted).status();
+  EXPECT_TRUE(s.Is(StatusCode::kUnavailable)) << s.ToString();
+  EXPECT_NE(s.message().find("certificate"), std::string::npos) << s.ToString();
+  // A plain client on the TLS port gets nowhere, and says so.
+  std::string plain = "redis" + url->substr(6, url->find('?') - 6);
+  EXPECT_FALSE(OpenKv(plain).ok());
 }
 
 TEST(RedisKvTest, UnreachableServerIsUnavailable) {

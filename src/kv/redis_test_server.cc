@@ -1,6 +1,7 @@
 #include "kv/redis_test_server.h"
 
 #include <hiredis/hiredis.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <filesystem>
 #include <mutex>
@@ -50,11 +52,25 @@ bool Pings(int port) {
   return ok;
 }
 
+// True once something accepts TCP connections on the port.
+bool Accepts(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
 class Server {
  public:
   ~Server() { Stop(); }
 
-  Status Start() {
+  // With `tls`, the server listens only with TLS, with a self-signed
+  // certificate for 127.0.0.1 that ca_file() trusts.
+  Status Start(bool tls = false) {
     const char* tmp = getenv("TMPDIR");
     std::string pattern =
         std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/tessera-redis-XXXXXX";
@@ -64,6 +80,27 @@ class Server {
     if (port_ <= 0) return Unavailable("no free port for redis-server");
     std::string port = std::to_string(port_);
     std::string log = dir_ + "/redis.log";
+    std::vector<std::string> args = {"redis-server", "--port", port, "--bind", "127.0.0.1",
+                                     "--save", "", "--appendonly", "no", "--dir", dir_,
+                                     "--logfile", log, "--maxmemory-policy", "noeviction"};
+    if (tls) {
+      ca_file_ = dir_ + "/cert.pem";
+      const std::string key = dir_ + "/key.pem";
+      const std::string make = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=redis"
+                               " -addext subjectAltName=IP:127.0.0.1 -keyout '" + key +
+                               "' -out '" + ca_file_ + "' >/dev/null 2>&1";
+      if (std::system(make.c_str()) != 0) return Unavailable("openssl could not make a certificate");
+      args[2] = "0";  // no plain port
+      for (const std::string& a : {std::string("--tls-port"), port, std::string("--tls-cert-file"),
+                                   ca_file_, std::string("--tls-key-file"), key,
+                                   std::string("--tls-ca-cert-file"), ca_file_,
+                                   std::string("--tls-auth-clients"), std::string("no")}) {
+        args.push_back(a);
+      }
+    }
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     pid_t parent = getpid();
     pid_ = fork();
     if (pid_ < 0) return Unavailable("fork failed");
@@ -71,13 +108,11 @@ class Server {
       // Dies with the test process, even when that one crashes.
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);
-      execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", dir_.c_str(), "--logfile",
-             log.c_str(), "--maxmemory-policy", "noeviction", static_cast<char*>(nullptr));
+      execvp("redis-server", argv.data());
       _exit(127);
     }
     for (int i = 0; i < 100; ++i) {
-      if (Pings(port_)) return Status::Ok();
+      if (tls ? Accepts(port_) : Pings(port_)) return Status::Ok();
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
@@ -105,8 +140,10 @@ class Server {
   }
 
   int port() const { return port_; }
+  const std::string& ca_file() const { return ca_file_; }
 
  private:
+  std::string ca_file_;
   pid_t pid_ = -1;
   int port_ = 0;
   std::string dir_;
@@ -153,6 +190,17 @@ Result<std::string> RedisTestCommand(const std::vector<std::string>& argv) {
   }
   redisFree(c);
   return out;
+}
+
+Result<std::string> NewRedisTlsTestUrl() {
+  static Server server;
+  static std::once_flag once;
+  static Status started;
+  std::call_once(once, [] { started = server.Start(/*tls=*/true); });
+  if (!started.ok()) return started;
+  static std::atomic<int> next{0};
+  return "rediss://127.0.0.1:" + std::to_string(server.port()) + "/0?prefix=tls" +
+         std::to_string(next++) + "&cacert=" + server.ca_file();
 }
 
 Result<std::string> NewRedisTestUrl() {

@@ -16,6 +16,10 @@ namespace tessera {
 // what is missing or what failed.
 Result<std::string> NewRedisTestUrl();
 
+// The same on a second private server that speaks only TLS (rediss://),
+// with a self-signed certificate for 127.0.0.1 named by the URL's cacert=.
+Result<std::string> NewRedisTlsTestUrl();
+
 // Runs one command on the test server (started if needed) and returns its
 // reply as text: a string, status or integer. An error reply is kIo.
 Result<std::string> RedisTestCommand(const std::vector<std::string>& argv);
