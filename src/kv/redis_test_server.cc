@@ -1,5 +1,7 @@
 #include "kv/redis_test_server.h"
 
+#include "common/free_port.h"
+
 #include <hiredis/hiredis.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,23 +25,6 @@ namespace tessera {
 namespace {
 
 // A port nobody listens on right now. Another process could take it before
-// redis-server binds it; then startup fails with a clear error.
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 bool Pings(int port) {
   redisContext* c = redisConnectWithTimeout("127.0.0.1", port, timeval{0, 200000});
   bool ok = false;

@@ -496,6 +496,33 @@ Result<std::vector<std::string>> Checker::PathsOf(uint64_t ino) {
   return out;
 }
 
+// The subdirectories of `dir` in one transaction, counted from the
+// children's own types (entries can lie about theirs).
+Result<uint32_t> CountSubdirs(KvTxn& txn, InodeId dir, size_t page_size) {
+  uint32_t subdirs = 0;
+  std::string from = keys::EntriesBegin(dir);
+  const std::string end = keys::EntriesEnd(dir);
+  while (true) {
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, page_size));
+    std::vector<std::string> attr_keys;
+    for (const KeyValue& item : page.items) {
+      auto e = DecodeEntry(item.value);
+      if (e.ok()) attr_keys.push_back(keys::Attr(e->inode));
+    }
+    if (!attr_keys.empty()) {
+      ASSIGN_OR_RETURN(auto attrs, txn.BatchGet(attr_keys));
+      for (const auto& raw : attrs) {
+        if (!raw) continue;
+        auto child = DecodeAttr(*raw);
+        if (child.ok() && child->IsDir()) subdirs++;
+      }
+    }
+    if (!page.more || page.items.empty()) break;
+    from = page.items.back().key + '\0';
+  }
+  return subdirs;
+}
+
 // Counts a directory's subdirectories by their own attributes, in one
 // transaction, and compares with its nlink there: exact even while mounted.
 Status Checker::VerifyDirLinks(uint64_t ino) {
@@ -511,26 +538,7 @@ Status Checker::VerifyDirLinks(uint64_t ino) {
       return Status::Ok();
     }
     RETURN_IF_ERROR(st);
-    std::string from = keys::EntriesBegin(InodeId(ino));
-    const std::string end = keys::EntriesEnd(InodeId(ino));
-    while (true) {
-      ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, opts_.page_size));
-      std::vector<std::string> attr_keys;
-      for (const KeyValue& item : page.items) {
-        auto e = DecodeEntry(item.value);
-        if (e.ok()) attr_keys.push_back(keys::Attr(e->inode));
-      }
-      if (!attr_keys.empty()) {
-        ASSIGN_OR_RETURN(auto attrs, txn.BatchGet(attr_keys));
-        for (const auto& raw : attrs) {
-          if (!raw) continue;
-          auto child = DecodeAttr(*raw);
-          if (child.ok() && child->IsDir()) subdirs++;
-        }
-      }
-      if (!page.more || page.items.empty()) break;
-      from = page.items.back().key + '\0';
-    }
+    ASSIGN_OR_RETURN(subdirs, CountSubdirs(txn, InodeId(ino), opts_.page_size));
     return Status::Ok();
   }));
   if (!exists || !a.IsDir() || a.nlink == 2 + subdirs) return Status::Ok();
@@ -928,27 +936,7 @@ Status Checker::RepairDirLinks(FsckFinding* f) {
     f->repaired = false;
     Attr a;
     RETURN_IF_ERROR(LoadAttr(txn, ino, &a));
-    uint32_t subdirs = 0;
-    std::string from = keys::EntriesBegin(ino);
-    const std::string end = keys::EntriesEnd(ino);
-    while (true) {
-      ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, opts_.page_size));
-      std::vector<std::string> attr_keys;
-      for (const KeyValue& item : page.items) {
-        auto e = DecodeEntry(item.value);
-        if (e.ok()) attr_keys.push_back(keys::Attr(e->inode));
-      }
-      if (!attr_keys.empty()) {
-        ASSIGN_OR_RETURN(auto attrs, txn.BatchGet(attr_keys));
-        for (const auto& raw : attrs) {
-          if (!raw) continue;
-          auto child = DecodeAttr(*raw);
-          if (child.ok() && child->IsDir()) subdirs++;
-        }
-      }
-      if (!page.more || page.items.empty()) break;
-      from = page.items.back().key + '\0';
-    }
+    ASSIGN_OR_RETURN(uint32_t subdirs, CountSubdirs(txn, ino, opts_.page_size));
     if (a.nlink != 2 + subdirs) {
       a.nlink = 2 + subdirs;
       PutAttr(txn, ino, a);

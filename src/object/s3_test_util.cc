@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/free_port.h"
 #include "object/s3_http.h"
 #include "object/s3_sign.h"
 #include "object/s3_xml.h"
@@ -172,22 +173,6 @@ std::string Canned(int status, const std::string& reason, const std::string& cod
 }
 
 }  // namespace
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 Result<MotoServer::Tls> MakeSelfSignedCert(const std::string& dir) {
   MotoServer::Tls tls{dir + "/cert.pem", dir + "/key.pem"};

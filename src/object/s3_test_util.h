@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/free_port.h"
 #include "common/status.h"
 
 namespace tessera {
@@ -68,9 +69,6 @@ class MotoServer {
 // Writes a self-signed certificate for 127.0.0.1 and its key into `dir`
 // with the openssl command.
 Result<MotoServer::Tls> MakeSelfSignedCert(const std::string& dir);
-
-// Asks the kernel for a free TCP port on 127.0.0.1.
-int FreePort();
 
 class FaultProxy {
  public:
