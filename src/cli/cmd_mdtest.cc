@@ -21,6 +21,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "common/thread_pool.h"
 #include "common/units.h"
 #include "kv/kv.h"
 #include "meta/meta.h"
@@ -246,21 +247,10 @@ class MdTest {
   Status Phase(const std::string& name, const std::function<void(const PhaseResult&)>& done,
                const std::function<Status(unsigned, WorkerStats*)>& work) {
     std::vector<WorkerStats> stats(cfg_.threads);
-    std::mutex mu;
-    Status first;  // guarded by mu
     const int64_t start = MonoNanos();
-    std::vector<std::thread> workers;
-    for (unsigned w = 0; w < cfg_.threads; ++w) {
-      workers.emplace_back([&, w] {
-        Status st = work(w, &stats[w]);
-        if (!st.ok()) {
-          std::lock_guard lock(mu);
-          if (first.ok()) first = st;
-          g_interrupted.store(true);
-        }
-      });
-    }
-    for (auto& t : workers) t.join();
+    Status first = RunOnThreads(
+        cfg_.threads, [&](unsigned w) { return work(w, &stats[w]); },
+        [] { g_interrupted.store(true); });
     const double seconds = static_cast<double>(MonoNanos() - start) / 1e9;
     if (!first.ok()) return first.WithContext(name);
     uint64_t ops = 0;

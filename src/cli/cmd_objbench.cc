@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "cli/volume_store.h"
 #include "common/random.h"
+#include "common/thread_pool.h"
 #include "common/units.h"
 #include "kv/kv.h"
 #include "meta/meta.h"
@@ -159,21 +160,9 @@ Status Timed(WorkerStats* stats, const std::function<Status()>& op) {
 Status RunPhase(unsigned threads, Row* row,
                 const std::function<Status(unsigned, WorkerStats*)>& work) {
   std::vector<WorkerStats> stats(threads);
-  std::mutex mu;
-  Status first;  // guarded by mu
   const int64_t start = MonoNanos();
-  std::vector<std::thread> workers;
-  for (unsigned w = 0; w < threads; ++w) {
-    workers.emplace_back([&, w] {
-      Status st = work(w, &stats[w]);
-      if (!st.ok()) {
-        std::lock_guard lock(mu);
-        if (first.ok()) first = st;
-        g_interrupted.store(true);
-      }
-    });
-  }
-  for (auto& t : workers) t.join();
+  Status first = RunOnThreads(
+      threads, [&](unsigned w) { return work(w, &stats[w]); }, [] { g_interrupted.store(true); });
   row->seconds = static_cast<double>(MonoNanos() - start) / 1e9;
   for (WorkerStats& s : stats) {
     row->objects += s.objects;

@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <cerrno>
 
 #include "common/coding.h"
 #include "common/status.h"
+#include "common/thread_pool.h"
 #include "common/units.h"
 
 namespace tessera {
@@ -67,6 +70,24 @@ TEST(CodingTest, BigEndianSortsNumerically) {
   EXPECT_TRUE(d.ok());
   EXPECT_EQ(d.Big32(), 0u);
   EXPECT_FALSE(d.ok());
+}
+
+TEST(RunOnThreadsTest, RunsEveryWorkerAndReturnsTheFirstError) {
+  std::atomic<unsigned> ran{0}, told{0};
+  std::atomic<uint64_t> seen{0};
+  Status s = RunOnThreads(
+      8,
+      [&](unsigned i) {
+        ++ran;
+        seen |= uint64_t{1} << i;
+        return i == 5 ? IoError("worker 5 failed") : Status::Ok();
+      },
+      [&] { ++told; });
+  EXPECT_EQ(ran.load(), 8u);
+  EXPECT_EQ(seen.load(), 0xffu);  // each index once
+  EXPECT_EQ(told.load(), 1u);
+  EXPECT_EQ(s.message(), "worker 5 failed");
+  EXPECT_TRUE(RunOnThreads(3, [](unsigned) { return Status::Ok(); }).ok());
 }
 
 }  // namespace

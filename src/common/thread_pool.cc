@@ -2,6 +2,27 @@
 
 namespace tessera {
 
+Status RunOnThreads(unsigned n, const std::function<Status(unsigned)>& work,
+                    const std::function<void()>& on_error) {
+  std::mutex mu;
+  Status first;  // guarded by mu
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (unsigned i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      Status st = work(i);
+      if (st.ok()) return;
+      {
+        std::lock_guard lock(mu);
+        if (first.ok()) first = st;
+      }
+      if (on_error) on_error();
+    });
+  }
+  for (auto& t : threads) t.join();
+  return first;
+}
+
 ThreadPool::ThreadPool(size_t threads) {
   if (threads == 0) threads = 1;
   for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Work(); });

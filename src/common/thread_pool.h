@@ -11,7 +11,15 @@
 #include <thread>
 #include <vector>
 
+#include "common/status.h"
+
 namespace tessera {
+
+// Runs work(0) .. work(n - 1) on n threads at once, waits for all, and
+// returns the first error. `on_error` runs when a worker fails (to tell the
+// others to stop early, say).
+Status RunOnThreads(unsigned n, const std::function<Status(unsigned)>& work,
+                    const std::function<void()>& on_error = {});
 
 class ThreadPool {
  public:

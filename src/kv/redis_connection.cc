@@ -21,19 +21,27 @@ namespace {
 
 timeval Millis(int ms) { return timeval{ms / 1000, (ms % 1000) * 1000}; }
 
+// A command's arguments as hiredis takes them.
+struct Argv {
+  explicit Argv(const std::vector<std::string_view>& args) {
+    for (std::string_view a : args) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+  }
+  int count() const { return static_cast<int>(ptrs.size()); }
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+};
+
 class PlainConnection final : public RedisConnection {
  public:
   explicit PlainConnection(redisContext* c) : c_(c) {}
   ~PlainConnection() override { redisFree(c_); }
   RedisReply Command(const std::vector<std::string_view>& args) override {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (std::string_view a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
+    Argv argv(args);
     return RedisReply(static_cast<redisReply*>(
-        redisCommandArgv(c_, static_cast<int>(argv.size()), argv.data(), lens.data())));
+        redisCommandArgv(c_, argv.count(), argv.ptrs.data(), argv.lens.data())));
   }
   std::string error() const override { return c_->errstr; }
 
@@ -140,14 +148,9 @@ class TlsConnection final : public RedisConnection {
   }
 
   RedisReply Command(const std::vector<std::string_view>& args) override {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (std::string_view a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
+    Argv argv(args);
     char* cmd = nullptr;
-    int len = redisFormatCommandArgv(&cmd, static_cast<int>(argv.size()), argv.data(), lens.data());
+    int len = redisFormatCommandArgv(&cmd, argv.count(), argv.ptrs.data(), argv.lens.data());
     if (len < 0) return Broken("cannot encode the command");
     bool sent = true;
     for (int off = 0; sent && off < len;) {
