@@ -277,6 +277,52 @@ class EtcdTxn final : public BufferedKvTxn {
     return value;
   }
 
+  // All keys in one request: a txn with no compares whose success ops are
+  // range reads at this transaction's revision (in slices of etcd's default
+  // operation limit). The first read fixes the revision from the answer.
+  Result<std::vector<std::optional<std::string>>> SnapshotBatchGet(
+      const std::vector<std::string>& keys) override {
+    std::vector<std::optional<std::string>> values;
+    values.reserve(keys.size());
+    for (size_t from = 0; from < keys.size(); from += kMaxTxnOps) {
+      const size_t to = std::min(keys.size(), from + kMaxTxnOps);
+      json ops = json::array();
+      for (size_t i = from; i < to; ++i) {
+        json range = {{"key", Base64Encode(shared_->prefix + keys[i])}};
+        if (revision_ != 0) range["revision"] = revision_;
+        ops.push_back({{"request_range", range}});
+      }
+      ASSIGN_OR_RETURN(json resp, shared_->client->Call("/v3/kv/txn", {{"success", ops}}));
+      if (revision_ == 0) {
+        auto header = resp.find("header");
+        if (header == resp.end()) {
+          return IoError(shared_->client->url() + ": etcd answer has no header");
+        }
+        revision_ = Int64Field(*header, "revision");
+      }
+      auto answers = resp.find("responses");
+      if (answers == resp.end() || !answers->is_array() || answers->size() != to - from) {
+        return IoError(shared_->client->url() + ": etcd txn answered " +
+                       std::to_string(answers == resp.end() ? 0 : answers->size()) +
+                       " ranges for " + std::to_string(to - from));
+      }
+      for (size_t i = from; i < to; ++i) {
+        const json& r = (*answers)[i - from].value("response_range", json::object());
+        std::optional<std::string> value;
+        int64_t mod = 0;
+        if (auto kvs = r.find("kvs"); kvs != r.end() && !kvs->empty()) {
+          const json& kv = kvs->front();
+          mod = Int64Field(kv, "mod_revision");
+          ASSIGN_OR_RETURN(std::string v, Base64Decode(kv.value("value", "")));
+          value = std::move(v);
+        }
+        reads_[shared_->prefix + keys[i]] = mod;
+        values.push_back(std::move(value));
+      }
+    }
+    return values;
+  }
+
   Result<ScanResult> SnapshotScan(std::string_view begin, std::string_view end,
                                   size_t limit) override {
     std::string lo = shared_->prefix + std::string(begin);
@@ -313,7 +359,15 @@ class EtcdTxn final : public BufferedKvTxn {
     // A read-only transaction read one consistent revision: nothing to check.
     if (writes.empty()) return Status::Ok();
     json compare = json::array();
+    // Too many keys read to check one by one (a batch of a whole listing):
+    // one range covering them all, plus "no delete since the snapshot" below
+    // (coarser, still correct).
+    const bool coarse_reads = reads_.size() + ranges_.size() >= kMaxTxnOps;
+    if (coarse_reads && !reads_.empty()) {
+      ranges_.emplace_back(reads_.begin()->first, reads_.rbegin()->first + '\0');
+    }
     for (const auto& [key, mod] : reads_) {
+      if (coarse_reads) break;
       // mod_revision 0 compares as "absent".
       compare.push_back({{"key", Base64Encode(key)},
                          {"target", "MOD"},
@@ -335,14 +389,14 @@ class EtcdTxn final : public BufferedKvTxn {
     for (const auto& [key, mod] : scanned_) {
       if (!reads_.contains(key)) scanned.emplace_back(key, mod);
     }
-    if (reads_.size() + ranges.size() + scanned.size() <= kMaxTxnOps) {
+    if (!coarse_reads && reads_.size() + ranges.size() + scanned.size() <= kMaxTxnOps) {
       for (const auto& [key, mod] : scanned) {
         compare.push_back({{"key", Base64Encode(key)},
                            {"target", "MOD"},
                            {"result", "EQUAL"},
                            {"mod_revision", mod}});
       }
-    } else if (!scanned.empty()) {
+    } else if (!scanned.empty() || coarse_reads) {
       // Too many to check one by one: fail on any delete since the snapshot.
       compare.push_back({{"key", Base64Encode(shared_->deletes_key)},
                          {"target", "MOD"},

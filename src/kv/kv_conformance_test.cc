@@ -318,6 +318,32 @@ TEST_P(KvConformanceTest, BatchGet) {
   EXPECT_TRUE(none->empty());
 }
 
+// A batch is read at the transaction's snapshot, counts as read for
+// conflicts, and may be larger than one engine request (etcd: 128 reads).
+TEST_P(KvConformanceTest, BatchGetReadsTheSnapshotAndConflicts) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 300; ++i) keys.push_back("k" + std::to_string(1000 + i));
+  ASSERT_TRUE(WithTransaction(*store_, [&](KvTxn& txn) {
+                for (const auto& k : keys) txn.Put(k, "old");
+                return Status::Ok();
+              }).ok());
+  Txn t1 = Begin();
+  ASSERT_EQ(*t1->Get("k1000"), "old");  // fixes the snapshot
+  ASSERT_TRUE(WithTransaction(*store_, [&](KvTxn& txn) {
+                txn.Put("k1299", "new");
+                txn.Put("k1150", "new");
+                return Status::Ok();
+              }).ok());
+  auto values = t1->BatchGet(keys);
+  ASSERT_TRUE(values.ok()) << values.status().ToString();
+  ASSERT_EQ(values->size(), keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) EXPECT_EQ((*values)[i], "old") << keys[i];
+  t1->Put("summary", "based on old values");
+  Status committed = t1->Commit();
+  EXPECT_EQ(committed.code(), StatusCode::kConflict) << committed.ToString();
+  EXPECT_EQ(Get("summary"), std::nullopt);
+}
+
 TEST_P(KvConformanceTest, ConflictOnReadKey) {
   Put("x", "0");
   Txn t1 = Begin();

@@ -148,7 +148,10 @@ TEST_F(WithTransactionTest, UnavailableFailsAfterTheRetryWindow) {
   EXPECT_EQ(s.code(), StatusCode::kUnavailable);
   EXPECT_GT(calls, 2);  // retried with growing waits (10, 20, 40 ms, ...)
   EXPECT_LT(calls, 12);
-  EXPECT_LE(waited, std::chrono::milliseconds(300));  // never waits past the window
+  // It stops before a pause would end past the window; a loaded machine may
+  // oversleep a pause, hence the slack.
+  EXPECT_GE(waited, std::chrono::milliseconds(150));
+  EXPECT_LT(waited, std::chrono::milliseconds(1000));
 }
 
 TEST(OpenKvTest, UnavailableRetryComesFromTheOptions) {
