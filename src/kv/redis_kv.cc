@@ -266,6 +266,11 @@ class RedisKvStore : public KvStore {
           loaded = true;
           continue;
         }
+        // A server still loading its data after a restart, busy with another
+        // script, or a replica not yet promoted: nothing ran, and it passes.
+        for (const char* passing : {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY"}) {
+          if (error.rfind(passing, 0) == 0) return Unavailable("redis " + Url() + ": " + error);
+        }
         return IoError("redis " + Url() + ": " + error);
       }
       return r;

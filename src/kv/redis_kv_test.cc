@@ -3,8 +3,10 @@
 // snapshots rebuilt across another client's commits.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "kv/kv.h"
 #include "kv/redis_test_server.h"
@@ -52,6 +54,35 @@ TEST(RedisKvTest, TlsVerifiesTheServerCertificate) {
   // A plain client on the TLS port gets nowhere, and says so.
   std::string plain = "redis" + url->substr(6, url->find('?') - 6);
   EXPECT_FALSE(OpenKv(plain).ok());
+}
+
+// A server busy with a long script (or loading its data after a restart)
+// answers with an error reply; that is a passing condition, retried within
+// the store's window, not a failure.
+TEST(RedisKvTest, BusyServerIsRetriedNotAnError) {
+  auto url = NewRedisTestUrl();
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  auto store = Open(*url);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(PutOne(*store, "k", "v").ok());
+  ASSERT_TRUE(RedisTestCommand({"CONFIG", "SET", "busy-reply-threshold", "100"}).ok());
+  std::thread busy([] {
+    // Spins for 1.5 s on the server's clock.
+    (void)RedisTestCommand({"EVAL",
+                            "local t0 = redis.call('TIME') "
+                            "while true do local t = redis.call('TIME') "
+                            "if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 1500000 then break end end "
+                            "return 1",
+                            "0"});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  store->set_unavailable_retry_ms(10'000);
+  Status s = PutOne(*store, "k", "after the script");
+  busy.join();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  auto txn = store->Begin();
+  ASSERT_TRUE(txn.ok());
+  EXPECT_EQ(*(*txn)->Get("k"), "after the script");
 }
 
 TEST(RedisKvTest, UnreachableServerIsUnavailable) {
