@@ -1,5 +1,6 @@
 #include "kv/buffered_txn.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace tessera {
@@ -15,6 +16,14 @@ Result<std::optional<std::string>> BufferedKvTxn::Get(std::string_view key) {
   if (it != writes_.end()) return it->second;
   auto read = reads_.find(key);
   if (read != reads_.end()) return read->second;
+  if (last_scan_) {
+    // A pair the last scan returned (absent keys there are not known:
+    // a limited scan may have stopped before them).
+    const auto& items = last_scan_->result.items;
+    auto it = std::lower_bound(items.begin(), items.end(), key,
+                               [](const KeyValue& kv, std::string_view k) { return kv.key < k; });
+    if (it != items.end() && it->key == key) return std::optional<std::string>(it->value);
+  }
   ASSIGN_OR_RETURN(std::optional<std::string> value, SnapshotGet(key));
   reads_.emplace(std::string(key), value);
   return value;
@@ -112,7 +121,6 @@ Result<ScanResult> BufferedKvTxn::SnapshotScanCached(std::string_view begin, std
     return last_scan_->result;
   }
   ASSIGN_OR_RETURN(ScanResult result, SnapshotScan(begin, end, limit));
-  for (const KeyValue& kv : result.items) reads_.try_emplace(kv.key, kv.value);
   last_scan_ = CachedScan{std::string(begin), std::string(end), limit, result};
   return result;
 }

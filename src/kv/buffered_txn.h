@@ -56,8 +56,9 @@ class BufferedKvTxn : public KvTxn {
 
  private:
   WriteBuffer writes_;
-  // Snapshot values already read, by point reads or scans (a snapshot never
-  // changes), and the last snapshot scan with its arguments.
+  // Snapshot values already read by point reads (a snapshot never changes),
+  // and the last snapshot scan with its arguments, whose pairs also answer
+  // Gets (without copying a listing's pairs into reads_).
   WriteBuffer reads_;
   struct CachedScan {
     std::string begin, end;
