@@ -8,10 +8,30 @@ namespace {
 
 Status UsedAfterCommit() { return Internal("KV transaction used after Commit"); }
 
+std::string EncodeCounter(int64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; --i, v = static_cast<int64_t>(static_cast<uint64_t>(v) >> 8)) {
+    s[i] = static_cast<char>(v & 0xff);
+  }
+  return s;
+}
+
+Result<int64_t> DecodeCounter(std::string_view key, const std::optional<std::string>& value) {
+  if (!value) return int64_t{0};
+  if (value->size() != 8) {
+    return Corrupt("KV counter at key of " + std::to_string(key.size()) + " bytes is " +
+                   std::to_string(value->size()) + " bytes long, not 8");
+  }
+  uint64_t v = 0;
+  for (unsigned char c : *value) v = (v << 8) | c;
+  return static_cast<int64_t>(v);
+}
+
 }  // namespace
 
 Result<std::optional<std::string>> BufferedKvTxn::Get(std::string_view key) {
   if (committed_) return UsedAfterCommit();
+  if (increments_.count(key)) RETURN_IF_ERROR(FoldIncrements(key, std::string(key) + '\0'));
   auto it = writes_.find(key);
   if (it != writes_.end()) return it->second;
   auto read = reads_.find(key);
@@ -32,6 +52,9 @@ Result<std::optional<std::string>> BufferedKvTxn::Get(std::string_view key) {
 Result<std::vector<std::optional<std::string>>> BufferedKvTxn::BatchGet(
     const std::vector<std::string>& keys) {
   if (committed_) return UsedAfterCommit();
+  for (const std::string& key : keys) {
+    if (increments_.count(key)) RETURN_IF_ERROR(FoldIncrements(key, key + '\0'));
+  }
   std::vector<std::optional<std::string>> values(keys.size());
   // Only the keys this transaction has not written go to the engine.
   std::vector<std::string> missing;
@@ -66,6 +89,7 @@ Result<ScanResult> BufferedKvTxn::Scan(std::string_view begin, std::string_view 
                                        size_t limit) {
   if (committed_) return UsedAfterCommit();
   if (!end.empty() && begin >= end) return ScanResult{};
+  RETURN_IF_ERROR(FoldIncrements(begin, end));
   auto lo = writes_.lower_bound(begin);
   auto hi = end.empty() ? writes_.end() : writes_.lower_bound(end);
   if (lo == hi) return SnapshotScanCached(begin, end, limit);
@@ -126,19 +150,56 @@ Result<ScanResult> BufferedKvTxn::SnapshotScanCached(std::string_view begin, std
 }
 
 void BufferedKvTxn::Put(std::string_view key, std::string_view value) {
+  if (auto it = increments_.find(key); it != increments_.end()) increments_.erase(it);
   writes_.insert_or_assign(std::string(key), std::optional<std::string>(value));
 }
 
 void BufferedKvTxn::Delete(std::string_view key) {
+  if (auto it = increments_.find(key); it != increments_.end()) increments_.erase(it);
   writes_.insert_or_assign(std::string(key), std::nullopt);
+}
+
+void BufferedKvTxn::Increment(std::string_view key, int64_t delta) {
+  auto it = writes_.find(key);
+  if (it == writes_.end()) {
+    increments_[std::string(key)] += delta;
+    return;
+  }
+  // A value this transaction wrote itself is known: add to it. A malformed
+  // one is left for the reader of the counter to report.
+  Result<int64_t> base = DecodeCounter(key, it->second);
+  if (base.ok()) it->second = EncodeCounter(*base + delta);
+}
+
+Status BufferedKvTxn::FoldIncrements(std::string_view begin, std::string_view end) {
+  auto lo = increments_.lower_bound(begin);
+  auto hi = end.empty() ? increments_.end() : increments_.lower_bound(end);
+  if (lo == hi) return Status::Ok();
+  Increments folding(lo, hi);
+  increments_.erase(lo, hi);
+  for (const auto& [key, delta] : folding) {
+    ASSIGN_OR_RETURN(std::optional<std::string> value, Get(key));
+    ASSIGN_OR_RETURN(int64_t base, DecodeCounter(key, value));
+    writes_.insert_or_assign(key, std::optional<std::string>(EncodeCounter(base + delta)));
+  }
+  return Status::Ok();
 }
 
 Status BufferedKvTxn::Commit() {
   if (committed_) return Internal("KV transaction committed twice");
+  if (!AppliesIncrements()) {
+    Status folded = FoldIncrements("", "");
+    if (!folded.ok()) {
+      committed_ = true;
+      return folded;
+    }
+  }
   committed_ = true;
   WriteBuffer writes = std::move(writes_);
   writes_.clear();
-  return CommitWrites(std::move(writes));
+  Increments increments = std::move(increments_);
+  increments_.clear();
+  return CommitWrites(std::move(writes), std::move(increments));
 }
 
 Result<std::vector<std::optional<std::string>>> BufferedKvTxn::SnapshotBatchGet(

@@ -25,6 +25,8 @@ class BufferedKvTxn : public KvTxn {
   // Key -> new value, or std::nullopt for a delete. Sorted by unsigned bytes
   // (std::string's order), like the key space.
   using WriteBuffer = std::map<std::string, std::optional<std::string>, std::less<>>;
+  // Key -> delta of a counter the transaction adds to without reading it.
+  using Increments = std::map<std::string, int64_t, std::less<>>;
 
   // KvTxn. Reads after Commit return kInternal (a caller bug).
   Result<std::optional<std::string>> Get(std::string_view key) final;
@@ -33,6 +35,7 @@ class BufferedKvTxn : public KvTxn {
   Result<ScanResult> Scan(std::string_view begin, std::string_view end, size_t limit) final;
   void Put(std::string_view key, std::string_view value) final;
   void Delete(std::string_view key) final;
+  void Increment(std::string_view key, int64_t delta) final;
   // Hands the buffer to CommitWrites. A second call returns kInternal.
   Status Commit() final;
 
@@ -49,13 +52,21 @@ class BufferedKvTxn : public KvTxn {
   // merge in Scan relies on that.
   virtual Result<ScanResult> SnapshotScan(std::string_view begin, std::string_view end,
                                           size_t limit) = 0;
-  // Applies `writes` atomically, or returns kConflict (nothing applied) when
-  // something this transaction read changed after its snapshot. `writes` may
-  // be empty: then the engine only ends the transaction. Called at most once.
-  virtual Status CommitWrites(WriteBuffer writes) = 0;
+  // Applies `writes` and `increments` atomically, or returns kConflict
+  // (nothing applied) when something this transaction read changed after its
+  // snapshot. Both may be empty: then the engine only ends the transaction.
+  // Called at most once. `increments` is always empty unless the engine
+  // applies them itself (AppliesIncrements); otherwise Commit turns each
+  // into a read of the counter and a write.
+  virtual Status CommitWrites(WriteBuffer writes, Increments increments) = 0;
+  virtual bool AppliesIncrements() const { return false; }
 
  private:
   WriteBuffer writes_;
+  Increments increments_;  // never holds a key that writes_ holds
+  // Turns the pending increments of keys in [begin, end) ("" = no bound)
+  // into ordinary writes of the value read plus the delta.
+  Status FoldIncrements(std::string_view begin, std::string_view end);
   // Snapshot values already read by point reads (a snapshot never changes),
   // and the last snapshot scan with its arguments, whose pairs also answer
   // Gets (without copying a listing's pairs into reads_).

@@ -355,7 +355,7 @@ class EtcdTxn final : public BufferedKvTxn {
     return out;
   }
 
-  Status CommitWrites(WriteBuffer writes) override {
+  Status CommitWrites(WriteBuffer writes, Increments) override {
     // A read-only transaction read one consistent revision: nothing to check.
     if (writes.empty()) return Status::Ok();
     json compare = json::array();

@@ -56,6 +56,13 @@ class KvTxn {
   // Buffered until Commit; visible to this transaction's later reads at once.
   virtual void Put(std::string_view key, std::string_view value) = 0;
   virtual void Delete(std::string_view key) = 0;
+  // Adds `delta` to the counter at `key` (8 bytes, big-endian two's
+  // complement; absent counts as 0) when the transaction commits, without
+  // reading it: engines that apply it in place let transactions that only
+  // add to the same counter commit side by side instead of conflicting. A
+  // later read of the key in this transaction reads the stored value (and
+  // conflicts with other changes to it like any read) plus the delta.
+  virtual void Increment(std::string_view key, int64_t delta) = 0;
   // Applies the writes atomically. kConflict: nothing was applied, retry.
   // A transaction with no writes commits trivially. Call at most once.
   virtual Status Commit() = 0;

@@ -1,5 +1,7 @@
 #include "kv/memory_kv.h"
 
+#include "common/coding.h"
+
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -85,14 +87,15 @@ class MemoryEngine {
   // Validates the reads of the transaction whose snapshot is `snapshot` and
   // applies `writes`; the snapshot is closed either way.
   Status Commit(Snapshot snapshot, const std::set<std::string, std::less<>>& reads,
-                const std::vector<KeyRange>& ranges, BufferedKvTxn::WriteBuffer writes) {
+                const std::vector<KeyRange>& ranges, BufferedKvTxn::WriteBuffer writes,
+                const BufferedKvTxn::Increments& increments) {
     std::lock_guard lock(mu_);
     uint64_t start = *snapshot;
     // Closed before collecting below, but under the same lock as validation:
     // closing it earlier could let another commit collect a tombstone newer
     // than `start`, and this validation would then miss that delete.
     active_.erase(snapshot);
-    if (writes.empty()) return Status::Ok();  // a snapshot read needs no check
+    if (writes.empty() && increments.empty()) return Status::Ok();  // a snapshot read
 
     for (const std::string& key : reads) {
       auto it = data_.find(key);
@@ -105,6 +108,19 @@ class MemoryEngine {
       }
     }
 
+    // Counters add to their newest value, whoever wrote it.
+    for (const auto& [key, delta] : increments) {
+      auto it = data_.find(key);
+      uint64_t base = 0;
+      if (it != data_.end() && it->second.back().value) {
+        const std::string& v = *it->second.back().value;
+        if (v.size() != 8) return Corrupt("counter in " + url_ + " is not 8 bytes long");
+        base = GetBig64(v.data());
+      }
+      std::string sum;
+      PutBig64(&sum, base + static_cast<uint64_t>(delta));
+      writes.insert_or_assign(key, std::move(sum));
+    }
     uint64_t version = ++committed_;
     for (auto& [key, value] : writes) {
       auto it = data_.find(key);
@@ -196,9 +212,11 @@ class MemoryTxn final : public BufferedKvTxn {
     return result;
   }
 
-  Status CommitWrites(WriteBuffer writes) override {
+  bool AppliesIncrements() const override { return true; }
+
+  Status CommitWrites(WriteBuffer writes, Increments increments) override {
     open_ = false;
-    return engine_->Commit(snapshot_, reads_, ranges_, std::move(writes));
+    return engine_->Commit(snapshot_, reads_, ranges_, std::move(writes), increments);
   }
 
  private:

@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 
 #include <array>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/coding.h"
 #include "common/log.h"
 #include "kv/buffered_txn.h"
 
@@ -36,44 +38,95 @@ constexpr unsigned kByteaOid = 17;
 constexpr unsigned kInt8Oid = 20;
 constexpr unsigned kByteaArrayOid = 1001;
 
+constexpr unsigned kInt8ArrayOid = 1016;
+
 struct StatementDef {
   const char* name;
   const char* sql;
   int nparams;
-  std::array<unsigned, 3> types;
+  std::array<unsigned, 5> types;
 };
 
-enum StatementId : size_t { kGet, kBatchGet, kScanTo, kScanAll, kCommit, kNumStatements };
+enum StatementId : size_t {
+  kGet,
+  kBatchGet,
+  kScanTo,
+  kScanAll,
+  kCommit,
+  kFoldAdds,
+  kNumStatements
+};
+
+// Counters (KvTxn::Increment) keep their base value in tessera_kv and every
+// addition as a row of tessera_kv_add, so that transactions adding to one
+// counter insert rows side by side instead of updating one row, which
+// serializable isolation would fail. A row's generation g is the id of the
+// transaction that last put it; additions carry the generation they add
+// to, so a later put (a new generation) supersedes them without reading
+// them. Reads add the additions of the current generation; FoldAdds moves
+// additions into the base values now and then. Only 8-byte values can be
+// counters: reading other keys leaves tessera_kv_add alone, which matters
+// because serializable isolation makes every read there conflict with the
+// next addition that lands on the same index page.
+#define TESSERA_ADDS                                                     \
+  "CASE WHEN length(kv.v) = 8 THEN (SELECT sum(a.d)::bigint FROM "       \
+  "tessera_kv_add a WHERE a.k = kv.k AND a.g = kv.g) END"
 
 // LIMIT NULL means no limit.
 constexpr std::array<StatementDef, kNumStatements> kStatements = {{
-    {"tessera_get", "SELECT v FROM tessera_kv WHERE k = $1", 1, {kByteaOid}},
-    {"tessera_batch_get", "SELECT k, v FROM tessera_kv WHERE k = ANY($1)", 1, {kByteaArrayOid}},
+    {"tessera_get", "SELECT v, " TESSERA_ADDS " FROM tessera_kv kv WHERE k = $1", 1, {kByteaOid}},
+    {"tessera_batch_get", "SELECT k, v, " TESSERA_ADDS " FROM tessera_kv kv WHERE k = ANY($1)", 1,
+     {kByteaArrayOid}},
     {"tessera_scan_to",
-     "SELECT k, v FROM tessera_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+     "SELECT k, v, " TESSERA_ADDS " FROM tessera_kv kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
      3,
      {kByteaOid, kByteaOid, kInt8Oid}},
     {"tessera_scan_all",
-     "SELECT k, v FROM tessera_kv WHERE k >= $1 ORDER BY k LIMIT $2",
+     "SELECT k, v, " TESSERA_ADDS " FROM tessera_kv kv WHERE k >= $1 ORDER BY k LIMIT $2",
      2,
      {kByteaOid, kInt8Oid}},
-    // A whole commit in one statement (one round trip): the clock first
-    // fails it when anyone committed since our snapshot (40001), then every
-    // delete and upsert. A key is never both deleted and written.
+    // A whole commit in one statement (one round trip). $1/$2: keys and
+    // values to put, $3: keys to delete, $4/$5: counters and what to add to
+    // them. A key is in at most one of $1, $3 and $4. Adding to an absent
+    // counter creates its base row (0) first.
     {"tessera_commit",
-     "WITH bump AS (UPDATE tessera_kv_clock SET n = n + 1 WHERE id = 1 RETURNING n), "
-     "del AS (DELETE FROM tessera_kv WHERE k = ANY($3)), "
-     "ins AS (INSERT INTO tessera_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) "
-     "ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v) "
-     "SELECT n FROM bump",
-     3,
-     {kByteaArrayOid, kByteaArrayOid, kByteaArrayOid}},
+     "WITH del AS (DELETE FROM tessera_kv WHERE k = ANY($3)), "
+     "ins AS (INSERT INTO tessera_kv (k, v, g) "
+     "SELECT u.k, u.v, txid_current() FROM unnest($1::bytea[], $2::bytea[]) AS u(k, v) "
+     "ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, g = EXCLUDED.g), "
+     "base AS (INSERT INTO tessera_kv (k, v, g) "
+     "SELECT k, '\\x0000000000000000'::bytea, txid_current() FROM unnest($4::bytea[]) AS k "
+     "ON CONFLICT (k) DO NOTHING), "
+     "adds AS (INSERT INTO tessera_kv_add (k, g, d) "
+     "SELECT u.k, COALESCE(kv.g, txid_current()), u.d "
+     "FROM unnest($4::bytea[], $5::int8[]) AS u(k, d) LEFT JOIN tessera_kv kv ON kv.k = u.k) "
+     "SELECT 1",
+     5,
+     {kByteaArrayOid, kByteaArrayOid, kByteaArrayOid, kByteaArrayOid, kInt8ArrayOid}},
+    // Moves up to $1 additions into their counters' base values (additions
+    // of a superseded generation just go).
+    {"tessera_fold_adds",
+     "WITH gone AS (DELETE FROM tessera_kv_add WHERE ctid = ANY(ARRAY("
+     "SELECT ctid FROM tessera_kv_add LIMIT $1)) RETURNING k, g, d), "
+     "sums AS (SELECT k, g, sum(d)::bigint AS d FROM gone GROUP BY k, g) "
+     "UPDATE tessera_kv kv SET v = int8send(('x' || encode(kv.v, 'hex'))::bit(64)::bigint + sums.d) "
+     "FROM sums WHERE kv.k = sums.k AND kv.g = sums.g AND length(kv.v) = 8",
+     1,
+     {kInt8Oid}},
 }};
 
+#undef TESSERA_ADDS
+
+// Stores made before counters took additions lack the generation column.
 constexpr const char* kSchemaSql =
-    "CREATE TABLE IF NOT EXISTS tessera_kv (k bytea PRIMARY KEY, v bytea NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS tessera_kv_clock (id int PRIMARY KEY, n bigint NOT NULL);"
-    "INSERT INTO tessera_kv_clock (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING";
+    "CREATE TABLE IF NOT EXISTS tessera_kv (k bytea PRIMARY KEY, v bytea NOT NULL, "
+    "g bigint NOT NULL DEFAULT 0);"
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE "
+    "table_schema = current_schema() AND table_name = 'tessera_kv' AND column_name = 'g') "
+    "THEN ALTER TABLE tessera_kv ADD COLUMN g bigint NOT NULL DEFAULT 0; END IF; END $$;"
+    "CREATE TABLE IF NOT EXISTS tessera_kv_add (k bytea NOT NULL, g bigint NOT NULL, "
+    "d bigint NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS tessera_kv_add_k ON tessera_kv_add (k)";
 
 using PgResult = std::unique_ptr<PGresult, decltype(&PQclear)>;
 
@@ -117,6 +170,28 @@ std::string EncodeByteaArray(const Strings& items) {
   return out;
 }
 
+// An int8[] in the same format.
+std::string EncodeInt8Array(const std::vector<int64_t>& items) {
+  std::string out;
+  PutInt32(&out, items.empty() ? 0 : 1);
+  PutInt32(&out, 0);
+  PutInt32(&out, kInt8Oid);
+  if (!items.empty()) {
+    PutInt32(&out, static_cast<uint32_t>(items.size()));
+    PutInt32(&out, 1);
+  }
+  for (int64_t item : items) {
+    PutInt32(&out, 8);
+    PutBig64(&out, static_cast<uint64_t>(item));
+  }
+  return out;
+}
+
+// Pending counter additions this process commits before it folds a batch of
+// them (anyone's) into the counters' base values, and the batch's size.
+constexpr int64_t kAddsPerFold = 1000;
+constexpr const char* kFoldBatch = "10000";
+
 class PgShared {
  public:
   PgShared(std::string url, std::string redacted)
@@ -141,7 +216,11 @@ class PgShared {
     if (PQstatus(c->conn) != CONNECTION_OK) {
       return Unavailable("cannot connect to " + redacted_ + ": " + Trim(PQerrorMessage(c->conn)));
     }
-    std::string set = std::string("SET statement_timeout = '") + kStatementTimeout + "'";
+    // Serializable isolation locks what a sequential scan read as the whole
+    // table, so that any write by another transaction conflicts with it: the
+    // planner's choice for a small table. Index scans lock pages instead.
+    std::string set = std::string("SET statement_timeout = '") + kStatementTimeout +
+                      "'; SET enable_seqscan = off";
     RETURN_IF_ERROR(Exec(*c, set.c_str(), "setting the statement timeout"));
     if (initialize) {
       // Two clients creating the tables at once can collide in the catalog
@@ -189,6 +268,28 @@ class PgShared {
     if (idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(c));
   }
 
+  // Counts additions committed by this process; every kAddsPerFold of
+  // them, folds pending additions into their counters so that reads of a
+  // counter stay one short index lookup. The fold is one statement of its
+  // own that keeps every counter's value, so it can run beside anything;
+  // when it fails, the next one catches up.
+  void NoteAdds(size_t n) {
+    if (adds_since_fold_.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n) <
+        kAddsPerFold) {
+      return;
+    }
+    adds_since_fold_.store(0);
+    Result<std::unique_ptr<Connection>> c = Acquire();
+    if (!c.ok()) return;
+    const char* values[1] = {kFoldBatch};
+    PgResult r(PQexecPrepared((*c)->conn, kStatements[kFoldAdds].name, 1, values, nullptr,
+                              nullptr, 0),
+               PQclear);
+    Status s = Check(**c, r.get(), "folding counter additions");
+    if (!s.ok()) LogWarn(s.ToString());
+    Release(std::move(*c));
+  }
+
   // Runs SQL without parameters.
   Status Exec(Connection& c, const char* sql, std::string_view what) const {
     PgResult r(PQexec(c.conn, sql), PQclear);
@@ -218,7 +319,7 @@ class PgShared {
                          Trim(PQerrorMessage(conn)));
     };
     if (PQenterPipelineMode(conn) != 1) return cut("entering pipeline mode");
-    bool sent = !begin || PQsendQueryParams(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0,
+    bool sent = !begin || PQsendQueryParams(conn, "BEGIN ISOLATION LEVEL SERIALIZABLE", 0,
                                             nullptr, nullptr, nullptr, nullptr, 0) == 1;
     sent = sent && PQsendQueryPrepared(conn, kStatements[id].name, static_cast<int>(values.size()),
                                        values.data(), lengths.data(), formats.data(),
@@ -274,6 +375,7 @@ class PgShared {
   const std::string url_;
   const std::string redacted_;
   std::mutex commit_mu_;
+  std::atomic<int64_t> adds_since_fold_{0};
   std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_
 };
@@ -292,7 +394,7 @@ class PgTxn final : public BufferedKvTxn {
   Result<std::optional<std::string>> SnapshotGet(std::string_view key) override {
     ASSIGN_OR_RETURN(PgResult r, Run(kGet, {Param{key}}, "reading a key"));
     if (PQntuples(r.get()) == 0) return std::optional<std::string>();
-    return std::optional<std::string>(Bytes(r.get(), 0, 0));
+    return std::optional<std::string>(Value(r.get(), 0, 0));
   }
 
   Result<std::vector<std::optional<std::string>>> SnapshotBatchGet(
@@ -301,7 +403,7 @@ class PgTxn final : public BufferedKvTxn {
     ASSIGN_OR_RETURN(PgResult r, Run(kBatchGet, {Param{array}}, "reading keys"));
     std::map<std::string, std::string, std::less<>> found;
     for (int i = 0; i < PQntuples(r.get()); ++i) {
-      found.emplace(Bytes(r.get(), i, 0), Bytes(r.get(), i, 1));
+      found.emplace(Bytes(r.get(), i, 0), Value(r.get(), i, 1));
     }
     std::vector<std::optional<std::string>> out;
     out.reserve(keys.size());
@@ -326,7 +428,7 @@ class PgTxn final : public BufferedKvTxn {
     int rows = PQntuples(res);
     out.items.reserve(static_cast<size_t>(rows));
     for (int i = 0; i < rows; ++i)
-      out.items.push_back(KeyValue{Bytes(res, i, 0), Bytes(res, i, 1)});
+      out.items.push_back(KeyValue{Bytes(res, i, 0), Value(res, i, 1)});
     if (limit != 0 && out.items.size() > limit) {
       out.items.pop_back();
       out.more = true;
@@ -334,19 +436,25 @@ class PgTxn final : public BufferedKvTxn {
     return out;
   }
 
-  Status CommitWrites(WriteBuffer writes) override {
+  bool AppliesIncrements() const override { return true; }
+
+  Status CommitWrites(WriteBuffer writes, Increments increments) override {
     RETURN_IF_ERROR(failed_);
-    if (writes.empty()) {
+    if (writes.empty() && increments.empty()) {
       End();  // a read-only transaction just drops its snapshot
       return Status::Ok();
     }
     std::unique_lock<std::mutex> lock;
     if (!exclusive_lock_.owns_lock()) lock = std::unique_lock(shared_->commit_mu());
-    // The clock row's lock orders concurrent committers; updating it fails
-    // if anyone committed since our snapshot. Blind writes open the
-    // transaction in the same round trip; nothing was read, so the fresh
-    // snapshot cannot make them conflict.
-    std::vector<std::string_view> put_keys, put_values, delete_keys;
+    // Serializable isolation fails the commit (40001) when it would not be
+    // equivalent to running the transactions one after the other. Blind
+    // writes open the transaction in the same round trip.
+    std::vector<std::string_view> put_keys, put_values, delete_keys, add_keys;
+    std::vector<int64_t> add_deltas;
+    for (const auto& [key, delta] : increments) {
+      add_keys.push_back(key);
+      add_deltas.push_back(delta);
+    }
     for (const auto& [key, value] : writes) {
       if (value) {
         put_keys.push_back(key);
@@ -356,11 +464,15 @@ class PgTxn final : public BufferedKvTxn {
       }
     }
     std::string k = EncodeByteaArray(put_keys), v = EncodeByteaArray(put_values),
-                d = EncodeByteaArray(delete_keys);
+                d = EncodeByteaArray(delete_keys), ak = EncodeByteaArray(add_keys),
+                ad = EncodeInt8Array(add_deltas);
     // Not retried on a fresh connection: a commit whose answer was lost
     // may have been applied (WithTransaction decides what to do).
-    Status s = Run(kCommit, {Param{k}, Param{v}, Param{d}}, "committing", /*commit=*/true).status();
+    Status s = Run(kCommit, {Param{k}, Param{v}, Param{d}, Param{ak}, Param{ad}}, "committing",
+                   /*commit=*/true)
+                   .status();
     End();
+    if (s.ok() && !add_keys.empty()) shared_->NoteAdds(add_keys.size());
     return s;
   }
 
@@ -397,6 +509,18 @@ class PgTxn final : public BufferedKvTxn {
 
   static std::string Bytes(PGresult* r, int row, int col) {
     return std::string(PQgetvalue(r, row, col), static_cast<size_t>(PQgetlength(r, row, col)));
+  }
+  // The value in column `col`, plus the pending additions in the next
+  // column (NULL: none) when it is a counter.
+  static std::string Value(PGresult* r, int row, int col) {
+    std::string v = Bytes(r, row, col);
+    if (PQgetisnull(r, row, col + 1) || PQgetlength(r, row, col + 1) != 8 || v.size() != 8) {
+      return v;
+    }
+    uint64_t sum = GetBig64(v.data()) + GetBig64(PQgetvalue(r, row, col + 1));
+    std::string out;
+    PutBig64(&out, sum);
+    return out;
   }
 
   // Remembers the first error: PostgreSQL has aborted the transaction, and

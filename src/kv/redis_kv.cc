@@ -86,19 +86,60 @@ end
 return out
 )lua";
 
-// ARGV[1] snapshot ("" = blind writes, no check), ARGV[2] undo TTL, then
-// ops: "p" key value | "d" key. Returns 1, or 0 on conflict.
+// ARGV[1] snapshot ("" = blind writes, no check), ARGV[2] undo TTL, ARGV[3]
+// maximum snapshot lag, ARGV[4] number of keys read, ARGV[5] number of
+// ranges scanned, then the keys read, then each range as a first key and a
+// past-the-end key ("" = no end), then the writes: "p" key value | "d" key |
+// "i" key delta. Returns 1, or 0 on conflict: a key read or a key in a
+// scanned range changed after the snapshot (or the record of a commit since
+// then has expired, so nobody can tell).
 const std::string kCommitScript = R"lua(
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= cur then return 0 end
+local nreads, nranges = tonumber(ARGV[4]), tonumber(ARGV[5])
+local i = 6
+if ARGV[1] ~= '' then
+  local s = tonumber(ARGV[1])
+  if cur - s > tonumber(ARGV[3]) then return 0 end
+  local reads = {}
+  for j = 1, nreads do reads[ARGV[i]] = true; i = i + 1 end
+  local ranges = {}
+  for j = 1, nranges do ranges[j] = {ARGV[i], ARGV[i + 1]}; i = i + 2 end
+  -- Keys compare by unsigned bytes (Lua's own < follows the locale).
+  local function less(a, b)
+    local n = math.min(#a, #b)
+    for p = 1, n do
+      local x, y = string.byte(a, p), string.byte(b, p)
+      if x ~= y then return x < y end
+    end
+    return #a < #b
+  end
+  for v = s + 1, cur do
+    local changed = redis.call('HKEYS', KEYS[4] .. v)
+    if #changed == 0 then return 0 end
+    for _, k in ipairs(changed) do
+      if reads[k] then return 0 end
+      for _, r in ipairs(ranges) do
+        if not less(k, r[1]) and (r[2] == '' or less(k, r[2])) then return 0 end
+      end
+    end
+  end
+else
+  i = i + nreads + 2 * nranges
+end
 local u = KEYS[4] .. (cur + 1)
-local i = 3
 while i <= #ARGV do
-  local k = ARGV[i + 1]
+  local op, k = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', KEYS[2], k)
-  if old then old = '1' .. old else old = '0' end
-  redis.call('HSET', u, k, old)
-  if ARGV[i] == 'p' then
+  if op == 'i' then
+    local n = 0
+    if old then
+      if #old ~= 8 then return redis.error_reply('counter is not 8 bytes long') end
+      n = struct.unpack('>i8', old)
+    end
+    redis.call('HSET', KEYS[2], k, struct.pack('>i8', n + tonumber(ARGV[i + 2])))
+    redis.call('ZADD', KEYS[3], 0, k)
+    i = i + 3
+  elseif op == 'p' then
     redis.call('HSET', KEYS[2], k, ARGV[i + 2])
     redis.call('ZADD', KEYS[3], 0, k)
     i = i + 3
@@ -107,6 +148,8 @@ while i <= #ARGV do
     redis.call('ZREM', KEYS[3], k)
     i = i + 2
   end
+  if old then old = '1' .. old else old = '0' end
+  redis.call('HSET', u, k, old)
 end
 redis.call('EXPIRE', u, tonumber(ARGV[2]))
 redis.call('SET', KEYS[1], cur + 1)
@@ -385,6 +428,7 @@ class RedisTxn : public BufferedKvTxn {
     ASSIGN_OR_RETURN(Reply r, store_->Eval(kGetScript, args, true));
     RETURN_IF_ERROR(TakeSnapshot(r.get()));
     if (r->elements != keys.size() + 2) return Corrupt("redis: short reply to a read");
+    read_keys_.insert(read_keys_.end(), keys.begin(), keys.end());
     std::vector<std::optional<std::string>> out;
     for (size_t i = 0; i < keys.size(); ++i) {
       ASSIGN_OR_RETURN(auto v, DecodeValue(r->element[i + 2]));
@@ -442,18 +486,39 @@ class RedisTxn : public BufferedKvTxn {
       }
       out.items.push_back(KeyValue{key, value});
     }
+    // What the commit must find unchanged: up to the last pair returned
+    // when the limit cut the scan short, else the whole range.
+    read_ranges_.emplace_back(std::string(begin),
+                              out.more ? out.items.back().key + '\0' : std::string(end));
     return out;
   }
 
-  Status CommitWrites(WriteBuffer writes) override {
-    if (writes.empty()) return Status::Ok();  // reads were of one snapshot already
+  bool AppliesIncrements() const override { return true; }
+
+  Status CommitWrites(WriteBuffer writes, Increments increments) override {
+    // Reads were of one snapshot already.
+    if (writes.empty() && increments.empty()) return Status::Ok();
     std::unique_lock<std::mutex> lock;
     if (!exclusive_.owns_lock()) lock = std::unique_lock<std::mutex>(store_->exclusive_mu_);
-    std::vector<std::string> args = {snapshot_, std::to_string(kUndoTtlSeconds)};
+    std::vector<std::string> args = {snapshot_, std::to_string(kUndoTtlSeconds),
+                                     std::to_string(kMaxSnapshotLag),
+                                     std::to_string(read_keys_.size()),
+                                     std::to_string(read_ranges_.size())};
+    args.insert(args.end(), std::make_move_iterator(read_keys_.begin()),
+                std::make_move_iterator(read_keys_.end()));
+    for (auto& [first, end] : read_ranges_) {
+      args.push_back(std::move(first));
+      args.push_back(std::move(end));
+    }
     for (auto& [key, value] : writes) {
       args.push_back(value ? "p" : "d");
       args.push_back(key);
       if (value) args.push_back(std::move(*value));
+    }
+    for (auto& [key, delta] : increments) {
+      args.push_back("i");
+      args.push_back(key);
+      args.push_back(std::to_string(delta));
     }
     ASSIGN_OR_RETURN(Reply r, store_->Eval(kCommitScript, args, false));
     if (r->type != REDIS_REPLY_INTEGER) return Corrupt("redis: bad reply to a commit");
@@ -476,6 +541,9 @@ class RedisTxn : public BufferedKvTxn {
   RedisKvStore* store_;
   std::unique_lock<std::mutex> exclusive_;
   std::string snapshot_;  // commit counter at the first read; "" before it
+  // What this transaction read, for the commit's conflict check.
+  std::vector<std::string> read_keys_;
+  std::vector<std::pair<std::string, std::string>> read_ranges_;  // [first, end)
 };
 
 Result<std::unique_ptr<KvTxn>> RedisKvStore::Begin() {

@@ -279,7 +279,7 @@ class SqliteTxn final : public BufferedKvTxn {
     return out;
   }
 
-  Status CommitWrites(WriteBuffer writes) override {
+  Status CommitWrites(WriteBuffer writes, Increments) override {
     RETURN_IF_ERROR(failed_);
     if (writes.empty()) {
       End();  // a read-only transaction just drops its snapshot

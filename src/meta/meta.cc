@@ -340,16 +340,21 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
   const bool is_dir = S_ISDIR(mode);
   Attr dir_after;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
-    RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Entry(parent, name),
-                                   keys::Counter(keys::kUsedInodes)}));
+    std::vector<std::string> reads = {keys::Attr(parent), keys::Entry(parent, name)};
+    if (settings_.inodes > 0) reads.push_back(keys::Counter(keys::kUsedInodes));
+    RETURN_IF_ERROR(Prefetch(txn, reads));
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
     RETURN_IF_ERROR(CheckDir(dir, parent));
     ASSIGN_OR_RETURN(auto existing, txn.Get(keys::Entry(parent, name)));
     if (existing) return Exists("entry exists");
-    ASSIGN_OR_RETURN(int64_t used_inodes, AddCounter(txn, keys::kUsedInodes, 1));
-    if (settings_.inodes > 0 && static_cast<uint64_t>(used_inodes) > settings_.inodes) {
-      return Status(StatusCode::kNoSpace, "inode quota of the volume reached");
+    if (settings_.inodes > 0) {
+      ASSIGN_OR_RETURN(int64_t used_inodes, AddCounter(txn, keys::kUsedInodes, 1));
+      if (static_cast<uint64_t>(used_inodes) > settings_.inodes) {
+        return Status(StatusCode::kNoSpace, "inode quota of the volume reached");
+      }
+    } else {
+      meta_internal::IncrementCounter(txn, keys::kUsedInodes, 1);
     }
     int64_t now = NowNanos();
     Attr a;
@@ -404,12 +409,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     freed.clear();
     kept = InodeId();
-    // The counters change when the last link goes (nearly always); reading
-    // one that does not change only widens the conflict check.
-    std::vector<std::string> likely = {keys::Attr(parent), keys::Entry(parent, name),
-                                       keys::Counter(keys::kUsedInodes)};
-    if (!want_dir) likely.push_back(keys::Counter(keys::kUsedSpace));
-    RETURN_IF_ERROR(Prefetch(txn, likely));
+    RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Entry(parent, name)}));
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
     RETURN_IF_ERROR(CheckDir(dir, parent));
@@ -429,8 +429,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
       if (!children.items.empty()) return Status(StatusCode::kNotEmpty, "directory not empty");
       RETURN_IF_ERROR(meta_internal::DeleteXattrs(txn, e.inode));
       txn.Delete(keys::Attr(e.inode));
-      ASSIGN_OR_RETURN(auto v, AddCounter(txn, keys::kUsedInodes, -1));
-      (void)v;
+      meta_internal::IncrementCounter(txn, keys::kUsedInodes, -1);
       dir.nlink--;
     } else {
       if (a.IsDir()) return Status(StatusCode::kIsDir, "is a directory");
@@ -529,8 +528,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
         if (!children.items.empty()) return Status(StatusCode::kNotEmpty, "target not empty");
         RETURN_IF_ERROR(meta_internal::DeleteXattrs(txn, dst.inode));
         txn.Delete(keys::Attr(dst.inode));
-        ASSIGN_OR_RETURN(auto v, AddCounter(txn, keys::kUsedInodes, -1));
-        (void)v;
+        meta_internal::IncrementCounter(txn, keys::kUsedInodes, -1);
         dst_dir.nlink--;
       } else {
         if (victim.IsDir()) return Status(StatusCode::kIsDir, "target is a directory");

@@ -29,8 +29,12 @@ namespace {
 Status ChargeSpace(KvTxn& txn, uint64_t capacity, uint64_t old_length, uint64_t new_length) {
   int64_t delta = static_cast<int64_t>(SpaceOf(new_length)) - static_cast<int64_t>(SpaceOf(old_length));
   if (delta == 0) return Status::Ok();
+  if (delta < 0 || capacity == 0) {
+    meta_internal::IncrementCounter(txn, keys::kUsedSpace, delta);
+    return Status::Ok();
+  }
   ASSIGN_OR_RETURN(int64_t used, AddCounter(txn, keys::kUsedSpace, delta));
-  if (delta > 0 && capacity > 0 && static_cast<uint64_t>(used) > capacity) {
+  if (static_cast<uint64_t>(used) > capacity) {
     return Status(StatusCode::kNoSpace, "capacity quota of the volume reached");
   }
   return Status::Ok();

@@ -42,6 +42,10 @@ Result<int64_t> AddCounter(KvTxn& txn, std::string_view name, int64_t delta) {
   return v;
 }
 
+void IncrementCounter(KvTxn& txn, std::string_view name, int64_t delta) {
+  txn.Increment(keys::Counter(name), delta);
+}
+
 std::vector<SliceRef> DistinctSlices(const std::vector<SliceRecord>& records) {
   std::vector<SliceRef> out;
   for (const auto& r : records) {
@@ -121,13 +125,10 @@ Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceR
     from = page.items.back().key + '\0';
   }
   if (attr.IsFile()) {
-    ASSIGN_OR_RETURN(auto space, AddCounter(txn, keys::kUsedSpace,
-                                            -static_cast<int64_t>(SpaceOf(attr.length))));
-    (void)space;
+    IncrementCounter(txn, keys::kUsedSpace, -static_cast<int64_t>(SpaceOf(attr.length)));
   }
   txn.Delete(keys::Attr(ino));
-  ASSIGN_OR_RETURN(auto inodes, AddCounter(txn, keys::kUsedInodes, -1));
-  (void)inodes;
+  IncrementCounter(txn, keys::kUsedInodes, -1);
   return Status::Ok();
 }
 

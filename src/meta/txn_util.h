@@ -25,8 +25,13 @@ Status LoadAttr(KvTxn& txn, InodeId ino, Attr* out);
 void PutAttr(KvTxn& txn, InodeId ino, const Attr& attr);
 // Reads a counter (0 when absent).
 Result<int64_t> GetCounter(KvTxn& txn, std::string_view name);
-// Adds delta to a counter and returns the new value.
+// Adds delta to a counter and returns the new value. Reading it makes the
+// transaction conflict with every other change to the counter: only for
+// checks against a quota.
 Result<int64_t> AddCounter(KvTxn& txn, std::string_view name, int64_t delta);
+// Adds delta to a counter without reading it, so that mounts creating and
+// removing files at once do not conflict over the volume's usage.
+void IncrementCounter(KvTxn& txn, std::string_view name, int64_t delta);
 // The slices a chunk's records reference, each once (no holes).
 std::vector<SliceRef> DistinctSlices(const std::vector<SliceRecord>& records);
 // Slice reference counts (key K<id><size>; absent = one reference): a chunk
