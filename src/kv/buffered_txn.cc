@@ -160,6 +160,7 @@ void BufferedKvTxn::Delete(std::string_view key) {
 }
 
 void BufferedKvTxn::Increment(std::string_view key, int64_t delta) {
+  if (delta == 0) return;
   auto it = writes_.find(key);
   if (it == writes_.end()) {
     increments_[std::string(key)] += delta;
