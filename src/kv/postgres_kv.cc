@@ -103,11 +103,11 @@ constexpr std::array<StatementDef, kNumStatements> kStatements = {{
      "SELECT 1",
      5,
      {kByteaArrayOid, kByteaArrayOid, kByteaArrayOid, kByteaArrayOid, kInt8ArrayOid}},
-    // Moves up to $1 additions into their counters' base values (additions
-    // of a superseded generation just go).
+    // Moves the additions of up to $1 counters into their base values
+    // (additions of a superseded generation just go).
     {"tessera_fold_adds",
-     "WITH gone AS (DELETE FROM tessera_kv_add WHERE ctid = ANY(ARRAY("
-     "SELECT ctid FROM tessera_kv_add LIMIT $1)) RETURNING k, g, d), "
+     "WITH keys AS (SELECT DISTINCT k FROM tessera_kv_add LIMIT $1), "
+     "gone AS (DELETE FROM tessera_kv_add a USING keys WHERE a.k = keys.k RETURNING a.k, a.g, a.d), "
      "sums AS (SELECT k, g, sum(d)::bigint AS d FROM gone GROUP BY k, g) "
      "UPDATE tessera_kv kv SET v = int8send(('x' || encode(kv.v, 'hex'))::bit(64)::bigint + sums.d) "
      "FROM sums WHERE kv.k = sums.k AND kv.g = sums.g AND length(kv.v) = 8",
@@ -190,7 +190,7 @@ std::string EncodeInt8Array(const std::vector<int64_t>& items) {
 // Pending counter additions this process commits before it folds a batch of
 // them (anyone's) into the counters' base values, and the batch's size.
 constexpr int64_t kAddsPerFold = 1000;
-constexpr const char* kFoldBatch = "10000";
+constexpr const char* kFoldBatch = "64";
 
 class PgShared {
  public:
@@ -220,7 +220,7 @@ class PgShared {
     // table, so that any write by another transaction conflicts with it: the
     // planner's choice for a small table. Index scans lock pages instead.
     std::string set = std::string("SET statement_timeout = '") + kStatementTimeout +
-                      "'; SET enable_seqscan = off";
+                      "'; SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan";
     RETURN_IF_ERROR(Exec(*c, set.c_str(), "setting the statement timeout"));
     if (initialize) {
       // Two clients creating the tables at once can collide in the catalog
