@@ -203,6 +203,11 @@ Status BufferedKvTxn::Commit() {
   return CommitWrites(std::move(writes), std::move(increments));
 }
 
+Status BufferedKvTxn::Verify() {
+  if (committed_) return Status::Ok();
+  return VerifyReads();
+}
+
 Result<std::vector<std::optional<std::string>>> BufferedKvTxn::SnapshotBatchGet(
     const std::vector<std::string>& keys) {
   std::vector<std::optional<std::string>> values;

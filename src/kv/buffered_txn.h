@@ -38,6 +38,7 @@ class BufferedKvTxn : public KvTxn {
   void Increment(std::string_view key, int64_t delta) final;
   // Hands the buffer to CommitWrites. A second call returns kInternal.
   Status Commit() final;
+  Status Verify() final;
 
  protected:
   // Reads of the engine's snapshot, without this transaction's writes. The
@@ -60,6 +61,9 @@ class BufferedKvTxn : public KvTxn {
   // into a read of the counter and a write.
   virtual Status CommitWrites(WriteBuffer writes, Increments increments) = 0;
   virtual bool AppliesIncrements() const { return false; }
+  // KvTxn::Verify for a transaction not committed. Default: Ok (every read
+  // came from one snapshot of the engine).
+  virtual Status VerifyReads() { return Status::Ok(); }
 
  private:
   WriteBuffer writes_;

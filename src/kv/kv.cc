@@ -74,7 +74,13 @@ Status RunTransaction(KvStore& store, const std::function<Status(KvTxn&)>& body,
         s = txn.status();
       } else {
         s = body(**txn);
-        if (s.ok()) s = (*txn)->Commit();
+        if (s.ok()) {
+          s = (*txn)->Commit();
+        } else if (!s.Is(StatusCode::kConflict) && !s.Is(StatusCode::kUnavailable)) {
+          // The body's error counts only if what it decided on still holds.
+          Status verified = (*txn)->Verify();
+          if (!verified.ok()) s = verified;
+        }
       }
     }
     if (s.Is(StatusCode::kUnavailable)) {

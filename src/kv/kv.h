@@ -64,8 +64,14 @@ class KvTxn {
   // conflicts with other changes to it like any read) plus the delta.
   virtual void Increment(std::string_view key, int64_t delta) = 0;
   // Applies the writes atomically. kConflict: nothing was applied, retry.
-  // A transaction with no writes commits trivially. Call at most once.
+  // A transaction with no writes commits trivially (or, on an engine that
+  // answered reads from a cache, checks them). Call at most once.
   virtual Status Commit() = 0;
+  // For a transaction that is given up instead of committed: kConflict when
+  // something it read may have been out of date (an engine answering reads
+  // from a cache of what it read and wrote before), so that a decision the
+  // caller made from those reads must be made again. Ok otherwise.
+  virtual Status Verify() { return Status::Ok(); }
 };
 
 // An engine. Thread-safe: any number of transactions may run at once from

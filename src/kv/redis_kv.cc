@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -26,6 +28,11 @@ constexpr int kUndoTtlSeconds = 600;
 // Rebuilding a snapshot walks one undo record per commit since: past this
 // many the read gives up with kConflict instead of doing unbounded work.
 constexpr int kMaxSnapshotLag = 2000;
+// Values this process read or wrote lately, kept with the version they are
+// known at (RedisReadCache): at most this many keys, and none older than
+// half the snapshot lag a commit accepts.
+constexpr size_t kReadCacheKeys = 100'000;
+constexpr uint64_t kReadCacheMaxAge = kMaxSnapshotLag / 2;
 
 // Shared prologue of the read scripts: KEYS[1] counter, KEYS[4] undo prefix,
 // ARGV[1] snapshot ("" = now). Sets cur and s, or returns {s, "old"}.
@@ -86,47 +93,62 @@ end
 return out
 )lua";
 
-// ARGV[1] snapshot ("" = blind writes, no check), ARGV[2] undo TTL, ARGV[3]
-// maximum snapshot lag, ARGV[4] number of keys read, ARGV[5] number of
-// ranges scanned, then the keys read, then each range as a first key and a
-// past-the-end key ("" = no end), then the writes: "p" key value | "d" key |
-// "i" key delta. Returns 1, or 0 on conflict: a key read or a key in a
-// scanned range changed after the snapshot (or the record of a commit since
-// then has expired, so nobody can tell).
+// KEYS[5]: hash key -> version of its last change; KEYS[6]: sorted set of
+// deleted keys by the version of their delete, whose entries in KEYS[5] go
+// once no commit can be checked against that old a version any more.
+// ARGV[1] snapshot of the scanned ranges ("" = none), ARGV[2] undo TTL,
+// ARGV[3] maximum lag, ARGV[4] number of keys read, ARGV[5] number of
+// ranges scanned, ARGV[6] the oldest version anything was read at ("" =
+// nothing read), then each key read with the version it was read at, then
+// each range as a first key and a past-the-end key ("" = no end), then the
+// writes: "p" key value | "d" key | "i" key delta. Returns -1 on conflict: a
+// key changed after the version it was read at, a key in a scanned range
+// changed after the snapshot, the record of a commit since has expired (so
+// nobody can tell), or a read is older than the maximum lag. Otherwise the
+// version of this commit, or the current version when there is nothing to
+// write (a check of the reads).
 const std::string kCommitScript = R"lua(
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local nreads, nranges = tonumber(ARGV[4]), tonumber(ARGV[5])
-local i = 6
-if ARGV[1] ~= '' then
-  local s = tonumber(ARGV[1])
-  if cur - s > tonumber(ARGV[3]) then return 0 end
-  local reads = {}
-  for j = 1, nreads do reads[ARGV[i]] = true; i = i + 1 end
-  local ranges = {}
-  for j = 1, nranges do ranges[j] = {ARGV[i], ARGV[i + 1]}; i = i + 2 end
-  -- Keys compare by unsigned bytes (Lua's own < follows the locale).
-  local function less(a, b)
-    local n = math.min(#a, #b)
-    for p = 1, n do
-      local x, y = string.byte(a, p), string.byte(b, p)
-      if x ~= y then return x < y end
-    end
-    return #a < #b
+local maxlag = tonumber(ARGV[3])
+local i = 7
+if ARGV[6] ~= '' then
+  local base = tonumber(ARGV[6])
+  if base > cur or cur - base > maxlag then return -1 end
+  for j = 1, nreads do
+    local m = redis.call('HGET', KEYS[5], ARGV[i])
+    if m and tonumber(m) > tonumber(ARGV[i + 1]) then return -1 end
+    i = i + 2
   end
-  for v = s + 1, cur do
-    local changed = redis.call('HKEYS', KEYS[4] .. v)
-    if #changed == 0 then return 0 end
-    for _, k in ipairs(changed) do
-      if reads[k] then return 0 end
-      for _, r in ipairs(ranges) do
-        if not less(k, r[1]) and (r[2] == '' or less(k, r[2])) then return 0 end
+  if nranges > 0 then
+    local s = tonumber(ARGV[1])
+    local ranges = {}
+    for j = 1, nranges do ranges[j] = {ARGV[i], ARGV[i + 1]}; i = i + 2 end
+    -- Keys compare by unsigned bytes (Lua's own < follows the locale).
+    local function less(a, b)
+      local n = math.min(#a, #b)
+      for p = 1, n do
+        local x, y = string.byte(a, p), string.byte(b, p)
+        if x ~= y then return x < y end
+      end
+      return #a < #b
+    end
+    for v = s + 1, cur do
+      local changed = redis.call('HKEYS', KEYS[4] .. v)
+      if #changed == 0 then return -1 end
+      for _, k in ipairs(changed) do
+        for _, r in ipairs(ranges) do
+          if not less(k, r[1]) and (r[2] == '' or less(k, r[2])) then return -1 end
+        end
       end
     end
   end
 else
-  i = i + nreads + 2 * nranges
+  i = i + 2 * nreads + 2 * nranges
 end
-local u = KEYS[4] .. (cur + 1)
+if i > #ARGV then return cur end
+local now = cur + 1
+local u = KEYS[4] .. now
 while i <= #ARGV do
   local op, k = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', KEYS[2], k)
@@ -138,22 +160,33 @@ while i <= #ARGV do
     end
     redis.call('HSET', KEYS[2], k, struct.pack('>i8', n + tonumber(ARGV[i + 2])))
     redis.call('ZADD', KEYS[3], 0, k)
+    redis.call('ZREM', KEYS[6], k)
     i = i + 3
   elseif op == 'p' then
     redis.call('HSET', KEYS[2], k, ARGV[i + 2])
     redis.call('ZADD', KEYS[3], 0, k)
+    redis.call('ZREM', KEYS[6], k)
     i = i + 3
   else
     redis.call('HDEL', KEYS[2], k)
     redis.call('ZREM', KEYS[3], k)
+    redis.call('ZADD', KEYS[6], now, k)
     i = i + 2
   end
+  redis.call('HSET', KEYS[5], k, now)
   if old then old = '1' .. old else old = '0' end
   redis.call('HSET', u, k, old)
 end
+-- Versions of keys deleted more than the maximum lag ago: a read that old
+-- fails the lag check above before it would look for them.
+local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - maxlag - 1, 'LIMIT', 0, 64)
+for _, k in ipairs(gone) do
+  redis.call('HDEL', KEYS[5], k)
+  redis.call('ZREM', KEYS[6], k)
+end
 redis.call('EXPIRE', u, tonumber(ARGV[2]))
-redis.call('SET', KEYS[1], cur + 1)
-return 1
+redis.call('SET', KEYS[1], now)
+return now
 )lua";
 
 using Reply = RedisReply;
@@ -252,19 +285,66 @@ Result<RedisAddress> ParseUrl(std::string_view url) {
   return a;
 }
 
+// Values this process read or wrote lately, each with the version (commit
+// counter) it is known at. A transaction that may write takes its reads
+// from here when it can, saving a round trip each: the commit script then
+// checks that none of them changed after its version, so a stale value
+// costs a conflict and a retry, never a wrong result. (The lookup before a
+// create reads the directory and the absent name; the create finds both
+// here. A create's commit leaves the new entry and attributes here for the
+// rename or unlink that follows.)
+class RedisReadCache {
+ public:
+  struct Known {
+    std::optional<std::string> value;
+    uint64_t version = 0;
+  };
+
+  std::optional<Known> Find(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(key);
+    if (it == map_.end() || it->second.version + kReadCacheMaxAge < newest_) return std::nullopt;
+    return it->second;
+  }
+
+  // Keeps the newer of what is known and `value` at `version`.
+  void Note(const std::string& key, std::optional<std::string> value, uint64_t version) {
+    std::lock_guard lock(mu_);
+    newest_ = std::max(newest_, version);
+    auto [it, added] = map_.try_emplace(key);
+    if (!added && it->second.version > version) return;
+    it->second = Known{std::move(value), version};
+    if (added && map_.size() > kReadCacheKeys) {
+      // Bounded memory; refilled by the next reads.
+      map_.clear();
+    }
+  }
+
+  void Forget(const std::string& key) {
+    std::lock_guard lock(mu_);
+    map_.erase(key);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, Known> map_;
+  uint64_t newest_ = 0;
+};
+
 class RedisKvStore : public KvStore {
  public:
   explicit RedisKvStore(RedisAddress a) : a_(std::move(a)) {
     std::string base = "{" + a_.prefix + "}:";
-    keys_ = {base + "v", base + "d", base + "i", base + "u:"};
+    keys_ = {base + "v", base + "d", base + "i", base + "u:", base + "m", base + "t"};
   }
   ~RedisKvStore() override = default;
 
   std::string Url() const override { return a_.public_url; }
+  RedisReadCache& cache() { return cache_; }
   Result<std::unique_ptr<KvTxn>> Begin() override;
   Result<std::unique_ptr<KvTxn>> BeginExclusive() override;
 
-  // Runs one script: EVALSHA sha 4 <keys_> args, loading the script first
+  // Runs one script: EVALSHA sha 6 <keys_> args, loading the script first
   // when the server does not know it (first use, or after a restart), so a
   // script's text crosses the network once, not with every call.
   // `idempotent` scripts are retried once on a fresh connection when a
@@ -273,7 +353,8 @@ class RedisKvStore : public KvStore {
   Result<Reply> Eval(const std::string& script, const std::vector<std::string>& args,
                      bool idempotent) {
     std::string sha = ScriptSha(script);
-    std::vector<std::string_view> argv = {"EVALSHA", sha, "4"};
+    const std::string nkeys = std::to_string(keys_.size());
+    std::vector<std::string_view> argv = {"EVALSHA", sha, nkeys};
     for (const auto& k : keys_) argv.push_back(k);
     for (const auto& a : args) argv.push_back(a);
     bool loaded = false;
@@ -399,6 +480,7 @@ class RedisKvStore : public KvStore {
 
   RedisAddress a_;
   std::vector<std::string> keys_;
+  RedisReadCache cache_;
   std::mutex pool_mu_;
   std::vector<Context> idle_;
 };
@@ -412,8 +494,10 @@ Result<std::optional<std::string>> DecodeValue(const redisReply* r) {
 
 class RedisTxn : public BufferedKvTxn {
  public:
-  RedisTxn(RedisKvStore* store, std::unique_lock<std::mutex> exclusive)
-      : store_(store), exclusive_(std::move(exclusive)) {}
+  // `use_cache`: point reads may come from the store's RedisReadCache (for
+  // transactions that may write, whose commit checks them).
+  RedisTxn(RedisKvStore* store, std::unique_lock<std::mutex> exclusive, bool use_cache)
+      : store_(store), exclusive_(std::move(exclusive)), use_cache_(use_cache) {}
 
  protected:
   Result<std::optional<std::string>> SnapshotGet(std::string_view key) override {
@@ -423,16 +507,32 @@ class RedisTxn : public BufferedKvTxn {
 
   Result<std::vector<std::optional<std::string>>> SnapshotBatchGet(
       const std::vector<std::string>& keys) override {
+    std::vector<std::optional<std::string>> out(keys.size());
+    std::vector<std::string> fetch;
+    std::vector<size_t> fetch_at;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (use_cache_) {
+        if (std::optional<RedisReadCache::Known> known = store_->cache().Find(keys[i])) {
+          out[i] = std::move(known->value);
+          read_keys_.emplace_back(keys[i], known->version);
+          used_cache_ = true;
+          continue;
+        }
+      }
+      fetch.push_back(keys[i]);
+      fetch_at.push_back(i);
+    }
+    if (fetch.empty()) return out;
     std::vector<std::string> args = {snapshot_, std::to_string(kMaxSnapshotLag)};
-    args.insert(args.end(), keys.begin(), keys.end());
+    args.insert(args.end(), fetch.begin(), fetch.end());
     ASSIGN_OR_RETURN(Reply r, store_->Eval(kGetScript, args, true));
     RETURN_IF_ERROR(TakeSnapshot(r.get()));
-    if (r->elements != keys.size() + 2) return Corrupt("redis: short reply to a read");
-    read_keys_.insert(read_keys_.end(), keys.begin(), keys.end());
-    std::vector<std::optional<std::string>> out;
-    for (size_t i = 0; i < keys.size(); ++i) {
-      ASSIGN_OR_RETURN(auto v, DecodeValue(r->element[i + 2]));
-      out.push_back(std::move(v));
+    if (r->elements != fetch.size() + 2) return Corrupt("redis: short reply to a read");
+    for (size_t j = 0; j < fetch.size(); ++j) {
+      ASSIGN_OR_RETURN(auto v, DecodeValue(r->element[j + 2]));
+      store_->cache().Note(fetch[j], v, snapshot_version_);
+      read_keys_.emplace_back(std::move(fetch[j]), snapshot_version_);
+      out[fetch_at[j]] = std::move(v);
     }
     return out;
   }
@@ -490,68 +590,110 @@ class RedisTxn : public BufferedKvTxn {
     // when the limit cut the scan short, else the whole range.
     read_ranges_.emplace_back(std::string(begin),
                               out.more ? out.items.back().key + '\0' : std::string(end));
+    for (const KeyValue& kv : out.items) store_->cache().Note(kv.key, kv.value, snapshot_version_);
     return out;
   }
 
   bool AppliesIncrements() const override { return true; }
 
   Status CommitWrites(WriteBuffer writes, Increments increments) override {
-    // Reads were of one snapshot already.
-    if (writes.empty() && increments.empty()) return Status::Ok();
+    // Reads of one snapshot need no check when nothing is written; reads
+    // from the cache do.
+    if (writes.empty() && increments.empty() && !used_cache_) return Status::Ok();
     std::unique_lock<std::mutex> lock;
     if (!exclusive_.owns_lock()) lock = std::unique_lock<std::mutex>(store_->exclusive_mu_);
-    std::vector<std::string> args = {snapshot_, std::to_string(kUndoTtlSeconds),
-                                     std::to_string(kMaxSnapshotLag),
-                                     std::to_string(read_keys_.size()),
-                                     std::to_string(read_ranges_.size())};
-    args.insert(args.end(), std::make_move_iterator(read_keys_.begin()),
-                std::make_move_iterator(read_keys_.end()));
-    for (auto& [first, end] : read_ranges_) {
-      args.push_back(std::move(first));
-      args.push_back(std::move(end));
-    }
-    for (auto& [key, value] : writes) {
+    std::vector<std::string> args = CheckArgs();
+    for (const auto& [key, value] : writes) {
       args.push_back(value ? "p" : "d");
       args.push_back(key);
-      if (value) args.push_back(std::move(*value));
+      if (value) args.push_back(*value);
     }
-    for (auto& [key, delta] : increments) {
+    for (const auto& [key, delta] : increments) {
       args.push_back("i");
       args.push_back(key);
       args.push_back(std::to_string(delta));
     }
-    ASSIGN_OR_RETURN(Reply r, store_->Eval(kCommitScript, args, false));
-    if (r->type != REDIS_REPLY_INTEGER) return Corrupt("redis: bad reply to a commit");
-    if (r->integer == 0) {
-      return Conflict("redis " + store_->Url() + ": changed since this transaction's snapshot");
-    }
+    ASSIGN_OR_RETURN(int64_t version, RunCommit(args));
+    for (auto& [key, value] : writes) store_->cache().Note(key, std::move(value), version);
+    for (const auto& [key, delta] : increments) store_->cache().Forget(key);
     return Status::Ok();
+  }
+
+  // A body that failed after reading from the cache may have failed because
+  // of a stale value: the failure counts only if the reads still hold.
+  Status VerifyReads() override {
+    if (!used_cache_) return Status::Ok();
+    return RunCommit(CheckArgs()).status();
   }
 
  private:
   Status TakeSnapshot(const redisReply* r) {
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return Corrupt("redis: bad reply");
     snapshot_ = ReplyString(r->element[0]);
+    snapshot_version_ = std::strtoull(snapshot_.c_str(), nullptr, 10);
     if (ReplyString(r->element[1]) != "ok") {
       return Conflict("redis " + store_->Url() + ": snapshot too old to read, retry");
     }
     return Status::Ok();
   }
 
+  // The commit script's arguments up to the writes: what was read, and at
+  // which versions.
+  std::vector<std::string> CheckArgs() const {
+    std::optional<uint64_t> oldest;
+    for (const auto& [key, version] : read_keys_) oldest = std::min(oldest.value_or(version), version);
+    if (!read_ranges_.empty()) oldest = std::min(oldest.value_or(snapshot_version_), snapshot_version_);
+    std::vector<std::string> args = {read_ranges_.empty() ? std::string() : snapshot_,
+                                     std::to_string(kUndoTtlSeconds),
+                                     std::to_string(kMaxSnapshotLag),
+                                     std::to_string(read_keys_.size()),
+                                     std::to_string(read_ranges_.size()),
+                                     oldest ? std::to_string(*oldest) : std::string()};
+    for (const auto& [key, version] : read_keys_) {
+      args.push_back(key);
+      args.push_back(std::to_string(version));
+    }
+    for (const auto& [first, end] : read_ranges_) {
+      args.push_back(first);
+      args.push_back(end);
+    }
+    return args;
+  }
+
+  // Runs the commit script: the version it committed (or checked) at, or
+  // kConflict, after which nothing this transaction read is trusted from
+  // the cache any more.
+  Result<int64_t> RunCommit(const std::vector<std::string>& args) {
+    ASSIGN_OR_RETURN(Reply r, store_->Eval(kCommitScript, args, false));
+    if (r->type != REDIS_REPLY_INTEGER) return Corrupt("redis: bad reply to a commit");
+    if (r->integer < 0) {
+      for (const auto& [key, version] : read_keys_) store_->cache().Forget(key);
+      return Conflict("redis " + store_->Url() + ": changed since this transaction read it");
+    }
+    return static_cast<int64_t>(r->integer);
+  }
+
   RedisKvStore* store_;
   std::unique_lock<std::mutex> exclusive_;
+  const bool use_cache_;
+  bool used_cache_ = false;
   std::string snapshot_;  // commit counter at the first read; "" before it
-  // What this transaction read, for the commit's conflict check.
-  std::vector<std::string> read_keys_;
+  uint64_t snapshot_version_ = 0;
+  // What this transaction read, for the commit's conflict check: keys with
+  // the version each was read at, and ranges (read at snapshot_).
+  std::vector<std::pair<std::string, uint64_t>> read_keys_;
   std::vector<std::pair<std::string, std::string>> read_ranges_;  // [first, end)
 };
 
+// Read-only transactions read the server (a mount's close-to-open promise);
+// transactions that may write may read the cache.
 Result<std::unique_ptr<KvTxn>> RedisKvStore::Begin() {
-  return std::unique_ptr<KvTxn>(new RedisTxn(this, {}));
+  return std::unique_ptr<KvTxn>(new RedisTxn(this, {}, /*use_cache=*/false));
 }
 
 Result<std::unique_ptr<KvTxn>> RedisKvStore::BeginExclusive() {
-  return std::unique_ptr<KvTxn>(new RedisTxn(this, std::unique_lock<std::mutex>(exclusive_mu_)));
+  return std::unique_ptr<KvTxn>(
+      new RedisTxn(this, std::unique_lock<std::mutex>(exclusive_mu_), /*use_cache=*/true));
 }
 
 }  // namespace
