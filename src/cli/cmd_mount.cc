@@ -232,6 +232,10 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
       } else if (*n > 0) {
         LogInfo("cleaned up " + std::to_string(*n) + " stale session(s)");
       }
+      // Files unlinked by clients that stopped before deleting them.
+      if (auto n = (*meta)->ReclaimUnlinked(10'000); !n.ok()) {
+        LogWarn("deleting unlinked files: " + n.status().ToString());
+      }
       // Slices replaced by compaction (here or on any client) go once due.
       if (auto n = vfs.DeleteDueSlices(); !n.ok()) LogWarn("deleting slices: " + n.status().ToString());
       lock.lock();

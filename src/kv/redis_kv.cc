@@ -96,17 +96,16 @@ return out
 // KEYS[5]: hash key -> version of its last change; KEYS[6]: sorted set of
 // deleted keys by the version of their delete, whose entries in KEYS[5] go
 // once no commit can be checked against that old a version any more.
-// ARGV[1] snapshot of the scanned ranges ("" = none), ARGV[2] undo TTL,
-// ARGV[3] maximum lag, ARGV[4] number of keys read, ARGV[5] number of
-// ranges scanned, ARGV[6] the oldest version anything was read at ("" =
-// nothing read), then each key read with the version it was read at, then
-// each range as a first key and a past-the-end key ("" = no end), then the
-// writes: "p" key value | "d" key | "i" key delta. Returns -1 on conflict: a
-// key changed after the version it was read at, a key in a scanned range
-// changed after the snapshot, the record of a commit since has expired (so
-// nobody can tell), or a read is older than the maximum lag. Otherwise the
-// version of this commit, or the current version when there is nothing to
-// write (a check of the reads).
+// ARGV[1] unused, ARGV[2] undo TTL, ARGV[3] maximum lag, ARGV[4] number of
+// keys read, ARGV[5] number of ranges scanned, ARGV[6] the oldest version
+// anything was read at ("" = nothing read), then each key read with the
+// version it was read at, then each range as a first key, a past-the-end
+// key ("" = no end) and the version it was read at, then the writes: "p"
+// key value | "d" key | "i" key delta. Returns -1 on conflict: a key or a
+// key in a range changed after the version it was read at, the record of a
+// commit since has expired (so nobody can tell), or a read is older than
+// the maximum lag. Otherwise the version of this commit, or the current
+// version when there is nothing to write (a check of the reads).
 const std::string kCommitScript = R"lua(
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local nreads, nranges = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -121,9 +120,14 @@ if ARGV[6] ~= '' then
     i = i + 2
   end
   if nranges > 0 then
-    local s = tonumber(ARGV[1])
     local ranges = {}
-    for j = 1, nranges do ranges[j] = {ARGV[i], ARGV[i + 1]}; i = i + 2 end
+    local oldest = cur
+    for j = 1, nranges do
+      local at = tonumber(ARGV[i + 2])
+      ranges[j] = {ARGV[i], ARGV[i + 1], at}
+      if at < oldest then oldest = at end
+      i = i + 3
+    end
     -- Keys compare by unsigned bytes (Lua's own < follows the locale).
     local function less(a, b)
       local n = math.min(#a, #b)
@@ -133,18 +137,18 @@ if ARGV[6] ~= '' then
       end
       return #a < #b
     end
-    for v = s + 1, cur do
+    for v = oldest + 1, cur do
       local changed = redis.call('HKEYS', KEYS[4] .. v)
       if #changed == 0 then return -1 end
       for _, k in ipairs(changed) do
         for _, r in ipairs(ranges) do
-          if not less(k, r[1]) and (r[2] == '' or less(k, r[2])) then return -1 end
+          if v > r[3] and not less(k, r[1]) and (r[2] == '' or less(k, r[2])) then return -1 end
         end
       end
     end
   end
 else
-  i = i + 2 * nreads + 2 * nranges
+  i = i + 2 * nreads + 3 * nranges
 end
 if i > #ARGV then return cur end
 local now = cur + 1
@@ -515,7 +519,6 @@ class RedisTxn : public BufferedKvTxn {
         if (std::optional<RedisReadCache::Known> known = store_->cache().Find(keys[i])) {
           out[i] = std::move(known->value);
           read_keys_.emplace_back(keys[i], known->version);
-          used_cache_ = true;
           continue;
         }
       }
@@ -523,7 +526,7 @@ class RedisTxn : public BufferedKvTxn {
       fetch_at.push_back(i);
     }
     if (fetch.empty()) return out;
-    std::vector<std::string> args = {snapshot_, std::to_string(kMaxSnapshotLag)};
+    std::vector<std::string> args = {ReadAt(), std::to_string(kMaxSnapshotLag)};
     args.insert(args.end(), fetch.begin(), fetch.end());
     ASSIGN_OR_RETURN(Reply r, store_->Eval(kGetScript, args, true));
     RETURN_IF_ERROR(TakeSnapshot(r.get()));
@@ -541,7 +544,7 @@ class RedisTxn : public BufferedKvTxn {
                                   size_t limit) override {
     std::string min = begin.empty() ? "-" : "[" + std::string(begin);
     std::string max = end.empty() ? "+" : "(" + std::string(end);
-    std::vector<std::string> args = {snapshot_, std::to_string(kMaxSnapshotLag), min, max,
+    std::vector<std::string> args = {ReadAt(), std::to_string(kMaxSnapshotLag), min, max,
                                      std::to_string(limit)};
     ASSIGN_OR_RETURN(Reply r, store_->Eval(kScanScript, args, true));
     RETURN_IF_ERROR(TakeSnapshot(r.get()));
@@ -588,8 +591,9 @@ class RedisTxn : public BufferedKvTxn {
     }
     // What the commit must find unchanged: up to the last pair returned
     // when the limit cut the scan short, else the whole range.
-    read_ranges_.emplace_back(std::string(begin),
-                              out.more ? out.items.back().key + '\0' : std::string(end));
+    read_ranges_.push_back(ReadRange{std::string(begin),
+                                     out.more ? out.items.back().key + '\0' : std::string(end),
+                                     snapshot_version_});
     for (const KeyValue& kv : out.items) store_->cache().Note(kv.key, kv.value, snapshot_version_);
     return out;
   }
@@ -597,9 +601,10 @@ class RedisTxn : public BufferedKvTxn {
   bool AppliesIncrements() const override { return true; }
 
   Status CommitWrites(WriteBuffer writes, Increments increments) override {
-    // Reads of one snapshot need no check when nothing is written; reads
-    // from the cache do.
-    if (writes.empty() && increments.empty() && !used_cache_) return Status::Ok();
+    // Reads of one snapshot need no check when nothing is written; the
+    // reads of a transaction that may write do.
+    const bool read_anything = !read_keys_.empty() || !read_ranges_.empty();
+    if (writes.empty() && increments.empty() && !(use_cache_ && read_anything)) return Status::Ok();
     std::unique_lock<std::mutex> lock;
     if (!exclusive_.owns_lock()) lock = std::unique_lock<std::mutex>(store_->exclusive_mu_);
     std::vector<std::string> args = CheckArgs();
@@ -619,10 +624,11 @@ class RedisTxn : public BufferedKvTxn {
     return Status::Ok();
   }
 
-  // A body that failed after reading from the cache may have failed because
-  // of a stale value: the failure counts only if the reads still hold.
+  // A body of a transaction that may write read the newest data or the
+  // cache, not one snapshot: when it fails, the failure counts only if what
+  // it read still holds.
   Status VerifyReads() override {
-    if (!used_cache_) return Status::Ok();
+    if (!use_cache_ || (read_keys_.empty() && read_ranges_.empty())) return Status::Ok();
     return RunCommit(CheckArgs()).status();
   }
 
@@ -637,13 +643,20 @@ class RedisTxn : public BufferedKvTxn {
     return Status::Ok();
   }
 
+  // Read-only transactions read one snapshot. Transactions that may write
+  // read the newest data every time: their commit checks every read
+  // against what changed after it anyway, and a snapshot that falls behind
+  // the commits of others costs the server a walk over their undo records
+  // at every read.
+  std::string ReadAt() const { return use_cache_ ? std::string() : snapshot_; }
+
   // The commit script's arguments up to the writes: what was read, and at
   // which versions.
   std::vector<std::string> CheckArgs() const {
     std::optional<uint64_t> oldest;
     for (const auto& [key, version] : read_keys_) oldest = std::min(oldest.value_or(version), version);
-    if (!read_ranges_.empty()) oldest = std::min(oldest.value_or(snapshot_version_), snapshot_version_);
-    std::vector<std::string> args = {read_ranges_.empty() ? std::string() : snapshot_,
+    for (const ReadRange& r : read_ranges_) oldest = std::min(oldest.value_or(r.version), r.version);
+    std::vector<std::string> args = {std::string(),
                                      std::to_string(kUndoTtlSeconds),
                                      std::to_string(kMaxSnapshotLag),
                                      std::to_string(read_keys_.size()),
@@ -653,9 +666,10 @@ class RedisTxn : public BufferedKvTxn {
       args.push_back(key);
       args.push_back(std::to_string(version));
     }
-    for (const auto& [first, end] : read_ranges_) {
-      args.push_back(first);
-      args.push_back(end);
+    for (const ReadRange& r : read_ranges_) {
+      args.push_back(r.first);
+      args.push_back(r.end);
+      args.push_back(std::to_string(r.version));
     }
     return args;
   }
@@ -676,13 +690,16 @@ class RedisTxn : public BufferedKvTxn {
   RedisKvStore* store_;
   std::unique_lock<std::mutex> exclusive_;
   const bool use_cache_;
-  bool used_cache_ = false;
   std::string snapshot_;  // commit counter at the first read; "" before it
   uint64_t snapshot_version_ = 0;
-  // What this transaction read, for the commit's conflict check: keys with
-  // the version each was read at, and ranges (read at snapshot_).
+  // What this transaction read, for the commit's conflict check: keys and
+  // ranges [first, end), each with the version it was read at.
+  struct ReadRange {
+    std::string first, end;
+    uint64_t version = 0;
+  };
   std::vector<std::pair<std::string, uint64_t>> read_keys_;
-  std::vector<std::pair<std::string, std::string>> read_ranges_;  // [first, end)
+  std::vector<ReadRange> read_ranges_;
 };
 
 // Read-only transactions read the server (a mount's close-to-open promise);

@@ -92,6 +92,16 @@ inline std::string DelayedSlice(int64_t due_ns, SliceId id, uint32_t size) {
 }
 inline std::string DelayedSlicesBegin() { return "L"; }
 inline std::string DelayedSlicesEnd() { return "M"; }
+// R<ino>: a file whose last link went while no client of this volume held
+// it open here; its keys and data are deleted in the background
+// (meta_reclaim.cc).
+inline std::string Reclaim(InodeId ino) {
+  std::string k = "R";
+  PutBig64(&k, ino.value());
+  return k;
+}
+inline std::string ReclaimBegin() { return "R"; }
+inline std::string ReclaimEnd() { return "S"; }
 // C<name>: counters.
 inline std::string Counter(std::string_view name) { return "C" + std::string(name); }
 // SE<sid>: a session; SS<sid><ino>: a file the session holds open after unlink.

@@ -115,7 +115,15 @@ Result<std::unique_ptr<Meta>> Meta::Open(std::unique_ptr<KvStore> kv) {
 Meta::Meta(std::unique_ptr<KvStore> kv, VolumeSettings settings)
     : kv_(std::move(kv)), settings_(std::move(settings)) {}
 
-Meta::~Meta() = default;
+Meta::~Meta() {
+  DrainReclaims(5'000);
+  {
+    std::lock_guard lock(reclaim_mu_);
+    reclaim_stop_ = true;
+  }
+  reclaim_cv_.notify_all();
+  if (reclaimer_.joinable()) reclaimer_.join();
+}
 
 // ---- sessions ----
 
@@ -403,12 +411,10 @@ Result<EntryInfo> Meta::Mkdir(const Context& ctx, InodeId parent, std::string_vi
 
 Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, bool want_dir) {
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
-  std::vector<SliceRef> freed;
-  InodeId kept, removed;
+  InodeId kept, removed, reclaimed;
   Attr dir_after;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
-    freed.clear();
-    kept = InodeId();
+    kept = reclaimed = InodeId();
     RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Entry(parent, name)}));
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
@@ -416,9 +422,6 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
     ASSIGN_OR_RETURN(auto raw, txn.Get(keys::Entry(parent, name)));
     if (!raw) return NotFound("no such entry");
     ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(*raw));
-    // A file's last unlink deletes everything under it: one scan reads the
-    // attributes and that at once.
-    if (!want_dir) RETURN_IF_ERROR(meta_internal::ScanInode(txn, e.inode));
     Attr a;
     RETURN_IF_ERROR(LoadAttr(txn, e.inode, &a));
     int64_t now = NowNanos();
@@ -443,7 +446,9 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
         txn.Put(keys::SustainedInode(session_, e.inode), "");
         kept = e.inode;
       } else {
-        RETURN_IF_ERROR(DeleteInode(txn, e.inode, a, &freed));
+        PutAttr(txn, e.inode, a);
+        txn.Put(keys::Reclaim(e.inode), "");
+        reclaimed = e.inode;
       }
     }
     txn.Delete(keys::Entry(parent, name));
@@ -455,7 +460,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
   }));
   NoteDir(parent, &dir_after);
   if (want_dir) NoteDir(removed, nullptr);
-  FreeSlices(freed);
+  ScheduleReclaim(reclaimed);
   return KeepUntilClosed(kept);
 }
 
@@ -473,13 +478,11 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
   if (flags & ~static_cast<uint32_t>(RENAME_NOREPLACE)) return Invalid("unknown rename flags");
   RETURN_IF_ERROR(CheckName(new_name));
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
-  std::vector<SliceRef> freed;
-  InodeId kept;
+  InodeId kept, reclaimed;
   Attr src_after, dst_after;
   InodeId moved_ino, replaced;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
-    freed.clear();
-    kept = InodeId();
+    kept = reclaimed = InodeId();
     moved_ino = replaced = InodeId();
     const bool same_dir = parent == new_parent;
     RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Attr(new_parent),
@@ -541,7 +544,9 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
           txn.Put(keys::SustainedInode(session_, dst.inode), "");
           kept = dst.inode;
         } else {
-          RETURN_IF_ERROR(DeleteInode(txn, dst.inode, victim, &freed));
+          PutAttr(txn, dst.inode, victim);
+          txn.Put(keys::Reclaim(dst.inode), "");
+          reclaimed = dst.inode;
         }
       }
     }
@@ -571,7 +576,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     NoteDir(moved_ino, nullptr);  // a moved directory's parent and ctime changed
     if (replaced.value() != 0) NoteDir(replaced, nullptr);
   }
-  FreeSlices(freed);
+  ScheduleReclaim(reclaimed);
   return KeepUntilClosed(kept);
 }
 
@@ -627,7 +632,9 @@ Result<FsStats> Meta::StatFs() {
 }
 
 void Meta::FreeSlices(const std::vector<SliceRef>& slices) {
-  if (!slices.empty() && slice_deleter_) slice_deleter_(slices);
+  if (slices.empty()) return;
+  std::shared_lock lock(deleter_mu_);
+  if (slice_deleter_) slice_deleter_(slices);
 }
 
 }  // namespace tessera

@@ -12,12 +12,16 @@
 #include <fcntl.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -119,7 +123,12 @@ class Meta {
   ~Meta();
   const VolumeSettings& settings() const { return settings_; }
   KvStore& kv() { return *kv_; }
-  void SetSliceDeleter(SliceDeleter deleter) { slice_deleter_ = std::move(deleter); }
+  // Safe while operations run: a deleter being replaced finishes its calls
+  // first.
+  void SetSliceDeleter(SliceDeleter deleter) {
+    std::unique_lock lock(deleter_mu_);
+    slice_deleter_ = std::move(deleter);
+  }
   // Told after each commit that changed a directory's attributes here: the
   // new attributes when this client computed them (an entry added, removed
   // or renamed), or nullptr when they changed otherwise or the directory is
@@ -241,6 +250,17 @@ class Meta {
   Result<uint64_t> CopyFileRange(InodeId in, uint64_t off_in, InodeId out, uint64_t off_out,
                                  uint64_t len);
 
+  // Files whose last link goes (unlink, rename over them) while nobody holds
+  // them open here are reclaimed in the background (meta_reclaim.cc): the
+  // unlink commits at once, and a thread of this client deletes the file's
+  // keys and data soon after; until then the file still counts in the
+  // volume's usage. A record per file (R<ino>) makes this survive a crash:
+  // ReclaimUnlinked finishes what any client left (up to `limit` records;
+  // returns how many files it deleted). DrainReclaims waits up to
+  // `timeout_ms` for this client's queue to empty (unmount calls it).
+  Result<size_t> ReclaimUnlinked(size_t limit);
+  void DrainReclaims(int64_t timeout_ms);
+
   // Open files: an inode unlinked while open here keeps its data until the
   // last Close.
   void OnOpen(InodeId ino);
@@ -276,13 +296,20 @@ class Meta {
   Status RenameExchange(InodeId parent, std::string_view name, InodeId new_parent,
                         std::string_view new_name);
   void FreeSlices(const std::vector<SliceRef>& slices);
+  // Queues files whose R records this client just committed.
+  void ScheduleReclaim(InodeId ino);
+  void ReclaimLoop();
+  // Deletes the given files if their R record is still there; returns how
+  // many it deleted.
+  Result<size_t> ReclaimFiles(const std::vector<InodeId>& inodes);
   // After a commit that kept an unlinked open inode (0: none): remembers it,
   // and reclaims it at once if its last handle closed meanwhile.
   Status KeepUntilClosed(InodeId ino);
 
   std::unique_ptr<KvStore> kv_;
   const VolumeSettings settings_;
-  SliceDeleter slice_deleter_;
+  std::shared_mutex deleter_mu_;
+  SliceDeleter slice_deleter_;  // guarded by deleter_mu_
   DirObserver dir_observer_;
   void NoteDir(InodeId dir, const Attr* attr) const {
     if (dir_observer_) dir_observer_(dir, attr);
@@ -301,6 +328,14 @@ class Meta {
   // Inodes this client keeps after their last link went (SS keys), to
   // reclaim at their last close.
   std::unordered_set<InodeId> sustained_;  // guarded by open_mu_
+
+  std::mutex reclaim_mu_;
+  std::condition_variable reclaim_cv_;
+  std::deque<InodeId> reclaim_queue_;  // guarded by reclaim_mu_
+  bool reclaim_busy_ = false;          // guarded by reclaim_mu_: a batch is being deleted
+  int reclaim_drains_ = 0;             // guarded by reclaim_mu_: callers of DrainReclaims waiting
+  bool reclaim_stop_ = false;          // guarded by reclaim_mu_
+  std::thread reclaimer_;              // started with the first queued file
 };
 
 }  // namespace tessera

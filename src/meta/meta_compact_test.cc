@@ -55,6 +55,7 @@ TEST_P(MetaCompactTest, ReplacesRecordsAndDelaysDeletion) {
   EXPECT_EQ(meta_->CompactChunk(f, 0, 0, old, merged, 1000).code(), StatusCode::kBusy);
   // The merged slice belongs to the file like any other.
   ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "f").ok());
+  meta_->DrainReclaims(10'000);  // unlinked files go in the background
   EXPECT_EQ(freed_.size(), 2u);
 }
 

@@ -50,7 +50,7 @@ uint64_t FsckReport::repaired() const {
 namespace {
 
 constexpr uint8_t kHasAttr = 1;
-constexpr uint8_t kHeld = 2;  // an SS key: open somewhere after its last unlink
+constexpr uint8_t kHeld = 2;  // an SS or R key: open after its last unlink, or being deleted
 constexpr uint8_t kScopeKnown = 4;
 constexpr uint8_t kInScope = 8;
 constexpr std::string_view kLostFound = "lost+found";
@@ -366,6 +366,10 @@ Status Checker::Visit(const KeyValue& kv) {
   } else if (key.size() == 18 && key[0] == 'S' && key[1] == 'S') {
     auto it = nodes_.find(GetBig64(key.data() + 10));
     if (it != nodes_.end()) it->second.flags |= kHeld;
+  } else if (key.size() == 9 && key[0] == 'R') {
+    // Unlinked, waiting for background deletion: like a file held open.
+    auto it = nodes_.find(GetBig64(key.data() + 1));
+    if (it != nodes_.end()) it->second.flags |= kHeld;
   }
   return Status::Ok();
 }
@@ -660,6 +664,8 @@ Status Checker::VerifyLinksAndOrphans(const std::vector<uint64_t>& suspects) {
 }
 
 Result<bool> Checker::HeldInTxn(KvTxn& txn, InodeId ino) {
+  ASSIGN_OR_RETURN(auto reclaim, txn.Get(keys::Reclaim(ino)));
+  if (reclaim) return true;
   // SS keys are ordered by session first: they are few, read them all.
   std::string from = "SS";
   while (true) {

@@ -11,6 +11,7 @@
 #include "common/units.h"
 #include "meta/keys.h"
 #include "meta/meta.h"
+#include "meta/meta_fsck.h"
 #include "meta/meta_test_util.h"
 
 namespace tessera {
@@ -152,6 +153,7 @@ TEST_P(MetaTest, DirectoriesCountLinksAndMustBeEmptyToRemove) {
   EXPECT_EQ(meta_->Rmdir(ctx_, d, "f").code(), StatusCode::kNotDir);
   ASSERT_TRUE(meta_->Unlink(ctx_, d, "f").ok());
   ASSERT_TRUE(meta_->Rmdir(ctx_, kRootInode, "d").ok());
+  meta_->DrainReclaims(10'000);  // unlinked files go in the background
   EXPECT_EQ(meta_->GetAttr(kRootInode)->nlink, 2u);
   EXPECT_EQ(meta_->GetAttr(d).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(meta_->StatFs()->used_inodes, 0u);
@@ -195,6 +197,7 @@ TEST_P(MetaTest, RenameMovesReplacesAndRefusesLoops) {
   auto length = meta_->WriteSlice(g, 0, {0, SliceId(77), 10, 0, 10}, 1);
   ASSERT_TRUE(length.ok());
   ASSERT_TRUE(meta_->Rename(ctx_, kRootInode, "f", kRootInode, "g", 0).ok());
+  meta_->DrainReclaims(10'000);  // unlinked files go in the background
   EXPECT_EQ(meta_->Lookup(ctx_, kRootInode, "g")->inode, f);
   EXPECT_EQ(meta_->GetAttr(g).status().code(), StatusCode::kNotFound);
   ASSERT_EQ(freed_.size(), 1u);
@@ -415,6 +418,51 @@ TEST_P(MetaTest, XattrChangesMoveCtimeOnly) {
   EXPECT_EQ(meta_->GetAttr(f)->mtime_ns, 1000);
 }
 
+TEST_P(MetaTest, UnlinkedFilesGoInTheBackgroundAndAfterACrash) {
+  const SliceId first = *meta_->NewSlice(), second = *meta_->NewSlice();
+  InodeId f = MakeFile(kRootInode, "f");
+  ASSERT_TRUE(meta_->WriteSlice(f, 0, {0, first, 10, 0, 10}, 1).ok());
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "f").ok());
+  EXPECT_EQ(meta_->Lookup(ctx_, kRootInode, "f").status().code(), StatusCode::kNotFound);
+  meta_->DrainReclaims(10'000);
+  EXPECT_TRUE(Keys(keys::InodeBegin(f), keys::InodeEnd(f)).empty());
+  EXPECT_TRUE(Keys(keys::ReclaimBegin(), keys::ReclaimEnd()).empty());
+  ASSERT_EQ(freed_.size(), 1u);
+  EXPECT_EQ(freed_[0].id, first);
+  EXPECT_EQ(meta_->StatFs()->used_inodes, 0u);
+  EXPECT_EQ(meta_->StatFs()->used_space, 0u);
+
+  // A client that committed an unlink and died before deleting the file:
+  // the volume is consistent meanwhile, and any client finishes the job.
+  InodeId g = MakeFile(kRootInode, "g");
+  ASSERT_TRUE(meta_->WriteSlice(g, 0, {0, second, 10, 0, 10}, 1).ok());
+  ASSERT_TRUE(WithTransaction(meta_->kv(), [&](KvTxn& txn) -> Status {
+                ASSIGN_OR_RETURN(auto raw, txn.Get(keys::Attr(g)));
+                if (!raw) return NotFound("g");
+                ASSIGN_OR_RETURN(Attr a, DecodeAttr(*raw));
+                a.nlink = 0;
+                txn.Put(keys::Attr(g), EncodeAttr(a));
+                txn.Delete(keys::Entry(kRootInode, "g"));
+                txn.Put(keys::Reclaim(g), "");
+                return Status::Ok();
+              }).ok());
+  auto report = CheckVolume(meta_->kv(), FsckOptions{}, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->problems(), 0u) << (report->findings.empty() ? "" : report->findings[0].detail);
+  EXPECT_EQ(meta_->StatFs()->used_inodes, 1u);  // until it is deleted
+  freed_.clear();
+  EXPECT_EQ(*meta_->ReclaimUnlinked(100), 1u);
+  EXPECT_TRUE(Keys(keys::InodeBegin(g), keys::InodeEnd(g)).empty());
+  EXPECT_TRUE(Keys(keys::ReclaimBegin(), keys::ReclaimEnd()).empty());
+  ASSERT_EQ(freed_.size(), 1u);
+  EXPECT_EQ(freed_[0].id, second);
+  EXPECT_EQ(meta_->StatFs()->used_inodes, 0u);
+  EXPECT_EQ(*meta_->ReclaimUnlinked(100), 0u);
+  report = CheckVolume(meta_->kv(), FsckOptions{}, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->problems(), 0u);
+}
+
 TEST_P(MetaTest, XattrsGoWithTheInode) {
   // More attributes than one scan page, on a file removed by unlink.
   InodeId f = MakeFile(kRootInode, "f");
@@ -424,6 +472,7 @@ TEST_P(MetaTest, XattrsGoWithTheInode) {
   EXPECT_EQ(meta_->ListXattr(f)->size(), 300u);
   EXPECT_EQ(XattrKeys(meta_->kv(), f), 300u);
   ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "f").ok());
+  meta_->DrainReclaims(10'000);  // unlinked files go in the background
   EXPECT_EQ(XattrKeys(meta_->kv(), f), 0u);
 
   // A hard link keeps them; the last link takes them.
@@ -433,6 +482,7 @@ TEST_P(MetaTest, XattrsGoWithTheInode) {
   ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "g").ok());
   EXPECT_EQ(*meta_->GetXattr(g, "user.a"), "1");
   ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "g2").ok());
+  meta_->DrainReclaims(10'000);  // unlinked files go in the background
   EXPECT_EQ(XattrKeys(meta_->kv(), g), 0u);
 
   // Unlinked while open: they stay until the last close.
@@ -449,6 +499,7 @@ TEST_P(MetaTest, XattrsGoWithTheInode) {
   MakeFile(kRootInode, "src");
   ASSERT_TRUE(meta_->SetXattr(ctx_, victim, "user.a", "1", 0).ok());
   ASSERT_TRUE(meta_->Rename(ctx_, kRootInode, "src", kRootInode, "victim", 0).ok());
+  meta_->DrainReclaims(10'000);  // unlinked files go in the background
   EXPECT_EQ(XattrKeys(meta_->kv(), victim), 0u);
 
   // A directory removed by rmdir, and one replaced by rename.
@@ -464,6 +515,7 @@ TEST_P(MetaTest, XattrsGoWithTheInode) {
   ASSERT_TRUE(meta_->Rename(ctx_, kRootInode, "e2", kRootInode, "e", 0).ok());
   EXPECT_EQ(XattrKeys(meta_->kv(), e), 0u);
   // The moved directory keeps its own.
+  meta_->DrainReclaims(10'000);  // unlinked files go in the background
   EXPECT_EQ(*meta_->GetXattr(e2, "user.mine"), "2");
   EXPECT_EQ(meta_->StatFs()->used_inodes, 2u);  // src (now "victim") and e2 (now "e")
 }

@@ -100,35 +100,44 @@ Status DeleteChunks(KvTxn& txn, InodeId ino, uint32_t first_chunk, std::vector<S
   return Status::Ok();
 }
 
-Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceRef>* freed) {
-  // One range scan over everything stored under the inode (chunks, symlink
-  // target, xattrs) instead of one per kind: a round trip each on a
-  // networked engine. Lock records (F, P) stay, as their holders own them.
+Status DeleteInodeKey(KvTxn& txn, InodeId ino, const KeyValue& kv, std::vector<SliceRef>* freed) {
+  // Lock records (F, P) stay, as their holders own them; the attributes go
+  // last (DeleteInodeAttr).
   const size_t kind_at = keys::InodePrefix(ino).size();
-  std::string from = keys::InodeBegin(ino);
-  const std::string end = keys::InodeEnd(ino);
-  while (true) {
-    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, kInodeScanPage));
-    for (const auto& kv : page.items) {
-      const char kind = kv.key.size() > kind_at ? kv.key[kind_at] : 0;
-      if (kind == 'C') {
-        ASSIGN_OR_RETURN(auto records, DecodeChunk(kv.value));
-        for (const SliceRef& slice : DistinctSlices(records)) {
-          RETURN_IF_ERROR(ReleaseSlice(txn, slice, freed));
-        }
-      } else if (kind != 'I' && kind != 'S' && kind != 'X') {
-        continue;
-      }
-      txn.Delete(kv.key);
+  const char kind = kv.key.size() > kind_at ? kv.key[kind_at] : 0;
+  if (kind == 'C') {
+    ASSIGN_OR_RETURN(auto records, DecodeChunk(kv.value));
+    for (const SliceRef& slice : DistinctSlices(records)) {
+      RETURN_IF_ERROR(ReleaseSlice(txn, slice, freed));
     }
-    if (!page.more || page.items.empty()) break;
-    from = page.items.back().key + '\0';
+  } else if (kind != 'S' && kind != 'X') {
+    return Status::Ok();
   }
+  txn.Delete(kv.key);
+  return Status::Ok();
+}
+
+void DeleteInodeAttr(KvTxn& txn, InodeId ino, const Attr& attr) {
   if (attr.IsFile()) {
     IncrementCounter(txn, keys::kUsedSpace, -static_cast<int64_t>(SpaceOf(attr.length)));
   }
   txn.Delete(keys::Attr(ino));
   IncrementCounter(txn, keys::kUsedInodes, -1);
+}
+
+Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceRef>* freed) {
+  // One range scan over everything stored under the inode (chunks, symlink
+  // target, xattrs) instead of one per kind: a round trip each on a
+  // networked engine.
+  std::string from = keys::InodeBegin(ino);
+  const std::string end = keys::InodeEnd(ino);
+  while (true) {
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, kInodeScanPage));
+    for (const auto& kv : page.items) RETURN_IF_ERROR(DeleteInodeKey(txn, ino, kv, freed));
+    if (!page.more || page.items.empty()) break;
+    from = page.items.back().key + '\0';
+  }
+  DeleteInodeAttr(txn, ino, attr);
   return Status::Ok();
 }
 

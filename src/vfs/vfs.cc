@@ -76,6 +76,8 @@ Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options, BlockCache* cache)
 }
 
 Vfs::~Vfs() {
+  // Files unlinked here give their blocks back while the store is open.
+  meta_->DrainReclaims(10'000);
   meta_->SetSliceDeleter(nullptr);
   meta_->SetDirObserver(nullptr);
 }
