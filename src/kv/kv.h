@@ -6,11 +6,17 @@
 //
 // Semantics every engine provides:
 //  - Keys and values are arbitrary byte strings; keys sort by unsigned bytes.
-//  - A transaction reads one consistent snapshot, sees its own writes, and
-//    commits all of its writes atomically or none of them.
-//  - Commit fails with kConflict when another transaction committed a change
-//    to anything this one read (keys it got or ranges it scanned) after this
-//    one's snapshot; the caller retries the whole body (WithTransaction).
+//  - A transaction sees its own writes and commits all of its writes
+//    atomically or none of them. A read-only transaction (Begin) reads one
+//    consistent snapshot. A transaction that may write (BeginExclusive) may
+//    instead read newer data at each read (Redis): then its commit checks
+//    every read, and Verify tells whether a body that failed saw data that
+//    was out of date.
+//  - Commits are serializable: Commit fails with kConflict when another
+//    transaction committed, after this one read something, a change that
+//    would make this one's result differ from running the two one after the
+//    other. Engines may be stricter (most fail on any change to anything
+//    read since); the caller retries the whole body (WithTransaction).
 #pragma once
 
 #include <cstdint>

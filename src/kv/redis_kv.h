@@ -6,16 +6,21 @@
 //   {P}:d      hash: key -> value (the current data)
 //   {P}:i      sorted set of every key, all with score 0, so ZRANGEBYLEX
 //              returns them ordered by unsigned bytes
-//   {P}:v      commit counter, bumped by every commit that writes
+//   {P}:v      commit counter (the version), bumped by every commit that writes
 //   {P}:u:N    undo record of commit N: key -> value before N ("1"+value,
 //              or "0" when absent); expires after kUndoTtlSeconds
-// Every read and every commit is one Lua script, hence atomic. A
+//   {P}:m      hash: key -> version of its last change
+//   {P}:t      deleted keys by the version of their delete (their {P}:m
+//              entries go after kMaxSnapshotLag commits)
+// Every read and every commit is one Lua script, hence atomic. A read-only
 // transaction's snapshot is the counter at its first read; later reads
 // rebuild values as of that snapshot from the undo records of the commits
-// since. Commit applies the buffered writes only if the counter still equals
-// the snapshot (kConflict otherwise): conflicts are per namespace, like
-// SQLite's per-database ones. Reads return kConflict when the snapshot is
-// too old to rebuild (undo records expired, or too many commits since).
+// since. A transaction that may write reads the newest data, or this
+// process's cache of recent values, and remembers the version of each
+// read; its commit fails with kConflict when a key read changed after its
+// version or a key in a scanned range after the range was read, so
+// conflicts are per key and range. Reads return kConflict when a snapshot
+// is too old to rebuild (undo records expired, or too many commits since).
 #pragma once
 
 #include <memory>

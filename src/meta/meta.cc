@@ -285,6 +285,35 @@ Result<std::vector<SessionRecord>> Meta::ListSessions(KvStore& kv) {
   return out;
 }
 
+// ---- name hints ----
+
+std::optional<InodeId> NameHints::Find(InodeId dir, std::string_view name) {
+  std::lock_guard lock(mu_);
+  auto it = map_.find(keys::Entry(dir, name));
+  if (it == map_.end()) return std::nullopt;
+  return it->second;
+}
+
+void NameHints::Note(InodeId dir, std::string_view name, InodeId ino) {
+  std::lock_guard lock(mu_);
+  if (map_.size() >= kMaxNames) map_.clear();  // bounded; refilled as names are seen
+  map_.insert_or_assign(keys::Entry(dir, name), ino);
+}
+
+void NameHints::Forget(InodeId dir, std::string_view name) {
+  std::lock_guard lock(mu_);
+  map_.erase(keys::Entry(dir, name));
+}
+
+// The keys an operation on `name` in `dir` reads first: the entry, the
+// directory's attributes, and the attributes of the inode the name pointed
+// at when last seen here.
+std::vector<std::string> Meta::EntryReads(InodeId dir, std::string_view name) {
+  std::vector<std::string> reads = {keys::Entry(dir, name), keys::Attr(dir)};
+  if (std::optional<InodeId> ino = hints_.Find(dir, name)) reads.push_back(keys::Attr(*ino));
+  return reads;
+}
+
 // ---- id allocation ----
 
 Result<uint64_t> Meta::Allocate(std::string_view counter, uint64_t batch, uint64_t* next,
@@ -320,7 +349,7 @@ Result<EntryInfo> Meta::Lookup(const Context&, InodeId parent, std::string_view 
   EntryInfo out;
   RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
     // The parent is needed when the name is absent (a create follows).
-    RETURN_IF_ERROR(Prefetch(txn, {keys::Entry(parent, name), keys::Attr(parent)}));
+    RETURN_IF_ERROR(Prefetch(txn, EntryReads(parent, name)));
     ASSIGN_OR_RETURN(auto entry, txn.Get(keys::Entry(parent, name)));
     if (!entry) {
       Attr dir;
@@ -332,6 +361,7 @@ Result<EntryInfo> Meta::Lookup(const Context&, InodeId parent, std::string_view 
     out.inode = e.inode;
     return LoadAttr(txn, e.inode, &out.attr);
   }));
+  hints_.Note(parent, name, out.inode);
   return out;
 }
 
@@ -390,6 +420,7 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
     return Status::Ok();
   }));
   NoteDir(parent, &dir_after);
+  hints_.Note(parent, name, ino);
   return Status::Ok();
 }
 
@@ -415,7 +446,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
   Attr dir_after;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     kept = reclaimed = InodeId();
-    RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Entry(parent, name)}));
+    RETURN_IF_ERROR(Prefetch(txn, EntryReads(parent, name)));
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
     RETURN_IF_ERROR(CheckDir(dir, parent));
@@ -448,6 +479,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
       } else {
         PutAttr(txn, e.inode, a);
         txn.Put(keys::Reclaim(e.inode), "");
+        meta_internal::UncountInode(txn, a);  // its space is free at once
         reclaimed = e.inode;
       }
     }
@@ -460,6 +492,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
   }));
   NoteDir(parent, &dir_after);
   if (want_dir) NoteDir(removed, nullptr);
+  hints_.Forget(parent, name);
   ScheduleReclaim(reclaimed);
   return KeepUntilClosed(kept);
 }
@@ -485,8 +518,9 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     kept = reclaimed = InodeId();
     moved_ino = replaced = InodeId();
     const bool same_dir = parent == new_parent;
-    RETURN_IF_ERROR(Prefetch(txn, {keys::Attr(parent), keys::Attr(new_parent),
-                                   keys::Entry(parent, name), keys::Entry(new_parent, new_name)}));
+    std::vector<std::string> reads = EntryReads(parent, name);
+    for (std::string& key : EntryReads(new_parent, new_name)) reads.push_back(std::move(key));
+    RETURN_IF_ERROR(Prefetch(txn, reads));
     Attr src_dir, dst_dir_storage;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &src_dir));
     RETURN_IF_ERROR(CheckDir(src_dir, parent));
@@ -546,6 +580,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
         } else {
           PutAttr(txn, dst.inode, victim);
           txn.Put(keys::Reclaim(dst.inode), "");
+          meta_internal::UncountInode(txn, victim);
           reclaimed = dst.inode;
         }
       }
@@ -575,6 +610,8 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     NoteDir(new_parent, &dst_after);
     NoteDir(moved_ino, nullptr);  // a moved directory's parent and ctime changed
     if (replaced.value() != 0) NoteDir(replaced, nullptr);
+    hints_.Forget(parent, name);
+    hints_.Note(new_parent, new_name, moved_ino);
   }
   ScheduleReclaim(reclaimed);
   return KeepUntilClosed(kept);

@@ -104,6 +104,22 @@ struct PosixLock {
   uint32_t pid = 0;  // of the holder, as its client saw it
 };
 
+// Which inode a name pointed at when this client last saw it: lets an
+// operation read the inode's attributes in the same batch as the entry
+// instead of after it (one round trip less on a networked engine). Only a
+// guess: the entry read in the transaction decides. Bounded (kMaxNames).
+class NameHints {
+ public:
+  std::optional<InodeId> Find(InodeId dir, std::string_view name);
+  void Note(InodeId dir, std::string_view name, InodeId ino);
+  void Forget(InodeId dir, std::string_view name);
+
+ private:
+  static constexpr size_t kMaxNames = 65'536;
+  std::mutex mu_;
+  std::unordered_map<std::string, InodeId> map_;  // by entry key
+};
+
 class Meta {
  public:
   // Called after a commit with slices no file references any more; the data
@@ -293,6 +309,7 @@ class Meta {
   Status CreateNode(const Context& ctx, InodeId parent, std::string_view name, uint32_t mode,
                     uint32_t rdev, std::string_view symlink_target, EntryInfo* out);
   Status RemoveEntry(const Context& ctx, InodeId parent, std::string_view name, bool dir);
+  std::vector<std::string> EntryReads(InodeId dir, std::string_view name);
   Status RenameExchange(InodeId parent, std::string_view name, InodeId new_parent,
                         std::string_view new_name);
   void FreeSlices(const std::vector<SliceRef>& slices);
@@ -328,6 +345,8 @@ class Meta {
   // Inodes this client keeps after their last link went (SS keys), to
   // reclaim at their last close.
   std::unordered_set<InodeId> sustained_;  // guarded by open_mu_
+
+  NameHints hints_;
 
   std::mutex reclaim_mu_;
   std::condition_variable reclaim_cv_;

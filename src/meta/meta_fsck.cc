@@ -203,6 +203,9 @@ class Checker {
   std::unordered_map<uint64_t, std::pair<uint32_t, std::string>> k_keys_;
   int64_t space_seen_ = 0, inodes_seen_ = 0, next_slice_ = 0;
   uint64_t space_sum_ = 0, inode_count_ = 0;
+  // Files with no link, by inode: their space, taken back out of the sums
+  // when an R record shows they are being deleted.
+  std::unordered_map<uint64_t, uint64_t> unlinked_space_;
 
   // Object checks, run on a pool with a bounded number in flight.
   std::unique_ptr<ThreadPool> pool_;
@@ -341,9 +344,11 @@ Status Checker::Visit(const KeyValue& kv) {
         report_.files++;
       }
       // What txn_util/meta count: every inode but the root, and the
-      // rounded length of every regular file, open-after-unlink ones too.
+      // rounded length of every regular file, open-after-unlink ones too,
+      // but not those being deleted (below).
       if (a->IsFile()) space_sum_ += SpaceOf(a->length);
       if (ino != kRootInode.value()) inode_count_++;
+      if (a->nlink == 0 && !a->IsDir()) unlinked_space_[ino] = a->IsFile() ? SpaceOf(a->length) : 0;
     } else if (tag == 'D' && key.size() >= 18) {
       auto e = DecodeEntry(kv.value);
       if (!e.ok()) {
@@ -367,9 +372,16 @@ Status Checker::Visit(const KeyValue& kv) {
     auto it = nodes_.find(GetBig64(key.data() + 10));
     if (it != nodes_.end()) it->second.flags |= kHeld;
   } else if (key.size() == 9 && key[0] == 'R') {
-    // Unlinked, waiting for background deletion: like a file held open.
-    auto it = nodes_.find(GetBig64(key.data() + 1));
+    // Unlinked, waiting for background deletion: like a file held open,
+    // except that the unlink took it out of the usage counters.
+    const uint64_t ino = GetBig64(key.data() + 1);
+    auto it = nodes_.find(ino);
     if (it != nodes_.end()) it->second.flags |= kHeld;
+    if (auto u = unlinked_space_.find(ino); u != unlinked_space_.end()) {
+      space_sum_ -= u->second;
+      inode_count_--;
+      unlinked_space_.erase(u);
+    }
   }
   return Status::Ok();
 }

@@ -143,6 +143,8 @@ Status Meta::RenameExchange(InodeId parent, std::string_view name, InodeId new_p
     return Status::Ok();
   }));
   for (InodeId changed : {parent, new_parent, swapped_a, swapped_b}) NoteDir(changed, nullptr);
+  hints_.Note(parent, name, swapped_b);
+  hints_.Note(new_parent, new_name, swapped_a);
   return Status::Ok();
 }
 

@@ -123,13 +123,13 @@ Result<size_t> Meta::ReclaimFiles(const std::vector<InodeId>& inodes) {
                                [&](const KeyValue& kv) { return kv.key == keys::Attr(ino); });
       if (attr == items.end()) continue;  // gone already
       ASSIGN_OR_RETURN(Attr a, DecodeAttr(attr->value));
-      // Only files come here; a link made since (by inode number, as an
-      // NFS server may) keeps the file.
+      // Only files with no link come here (Link refuses them).
       if (a.nlink != 0 || a.IsDir()) continue;
       for (const KeyValue& kv : items) {
         RETURN_IF_ERROR(meta_internal::DeleteInodeKey(txn, ino, kv, &freed));
       }
-      meta_internal::DeleteInodeAttr(txn, ino, a);
+      // The unlink took it out of the usage counters already.
+      txn.Delete(keys::Attr(ino));
       deleted++;
     }
     return Status::Ok();

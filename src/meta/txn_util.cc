@@ -117,11 +117,10 @@ Status DeleteInodeKey(KvTxn& txn, InodeId ino, const KeyValue& kv, std::vector<S
   return Status::Ok();
 }
 
-void DeleteInodeAttr(KvTxn& txn, InodeId ino, const Attr& attr) {
+void UncountInode(KvTxn& txn, const Attr& attr) {
   if (attr.IsFile()) {
     IncrementCounter(txn, keys::kUsedSpace, -static_cast<int64_t>(SpaceOf(attr.length)));
   }
-  txn.Delete(keys::Attr(ino));
   IncrementCounter(txn, keys::kUsedInodes, -1);
 }
 
@@ -137,7 +136,8 @@ Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceR
     if (!page.more || page.items.empty()) break;
     from = page.items.back().key + '\0';
   }
-  DeleteInodeAttr(txn, ino, attr);
+  txn.Delete(keys::Attr(ino));
+  UncountInode(txn, attr);
   return Status::Ok();
 }
 

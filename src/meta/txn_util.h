@@ -45,11 +45,12 @@ Status DeleteChunks(KvTxn& txn, InodeId ino, uint32_t first_chunk, std::vector<S
 // target), adjusts the usage counters and appends the slices it referenced
 // to *freed.
 Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceRef>* freed);
-// DeleteInode in two parts, for a caller that read the inode's keys itself:
-// one key stored under the inode (a chunk releases its slices; the
-// attributes and lock records are left), then the attributes and usage.
+// One key stored under an inode, as DeleteInode deletes it (a chunk
+// releases its slices; the attributes and lock records are left), for a
+// caller that read the inode's keys itself.
 Status DeleteInodeKey(KvTxn& txn, InodeId ino, const KeyValue& kv, std::vector<SliceRef>* freed);
-void DeleteInodeAttr(KvTxn& txn, InodeId ino, const Attr& attr);
+// Takes an inode out of the volume's usage counters (DeleteInode does).
+void UncountInode(KvTxn& txn, const Attr& attr);
 // Removes every extended attribute of an inode (DeleteInode does it too;
 // directories removed by rmdir or rename-over call it directly).
 Status DeleteXattrs(KvTxn& txn, InodeId ino);
