@@ -1,18 +1,16 @@
 // The PostgreSQL engine (postgres://user:pass@host:port/db?sslmode=..., also
-// postgresql://): the URL goes to libpq as is. One table,
-//   tessera_kv (k bytea PRIMARY KEY, v bytea NOT NULL)
-// (bytea compares by unsigned bytes, the order Scan needs), and a one-row
-// table tessera_kv_clock that every writing transaction bumps at commit.
+// postgresql://): the URL goes to libpq as is. Tables
+//   tessera_kv (k bytea PRIMARY KEY, v bytea NOT NULL, g bigint)
+//   tessera_kv_add (k bytea, g bigint, d bigint)   counter additions
+// (bytea compares by unsigned bytes, the order Scan needs).
 //
-// A transaction is a REPEATABLE READ transaction opened at its first read
+// A transaction is a SERIALIZABLE transaction opened at its first read
 // (PostgreSQL takes the snapshot at the first statement); writes are buffered
-// and applied at Commit after updating the clock row. The clock is what makes
-// "anything this transaction read changed since its snapshot" a conflict:
-// PostgreSQL fails an update of a row that another transaction changed after
-// our snapshot (SQLSTATE 40001), and every committed write changed the clock.
-// SERIALIZABLE alone would not do: it lets a transaction commit after another
-// changed what it read when the two can be ordered (reader first), and the
-// contract forbids that. Conflicts are therefore per database, like SQLite.
+// and applied at Commit in one statement. PostgreSQL fails a commit that
+// could not be ordered among the others (SQLSTATE 40001): conflicts are
+// found per index page, so transactions on unrelated keys commit side by
+// side. Counter additions are rows of tessera_kv_add, added to the counter
+// by readers and folded into it now and then (see README.md).
 // SQLSTATE 40001 and 40P01 become kConflict; a lost connection kUnavailable.
 #pragma once
 
