@@ -96,8 +96,8 @@ return out
 // KEYS[5]: hash key -> version of its last change; KEYS[6]: sorted set of
 // deleted keys by the version of their delete, whose entries in KEYS[5] go
 // once no commit can be checked against that old a version any more.
-// ARGV[1] unused, ARGV[2] undo TTL, ARGV[3] maximum lag, ARGV[4] number of
-// keys read, ARGV[5] number of ranges scanned, ARGV[6] the oldest version
+// ARGV[1] undo TTL, ARGV[2] maximum lag, ARGV[3] number of keys read,
+// ARGV[4] number of ranges scanned, ARGV[5] the oldest version
 // anything was read at ("" = nothing read), then each key read with the
 // version it was read at, then each range as a first key, a past-the-end
 // key ("" = no end) and the version it was read at, then the writes: "p"
@@ -108,11 +108,11 @@ return out
 // version when there is nothing to write (a check of the reads).
 const std::string kCommitScript = R"lua(
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local nreads, nranges = tonumber(ARGV[4]), tonumber(ARGV[5])
-local maxlag = tonumber(ARGV[3])
-local i = 7
-if ARGV[6] ~= '' then
-  local base = tonumber(ARGV[6])
+local nreads, nranges = tonumber(ARGV[3]), tonumber(ARGV[4])
+local maxlag = tonumber(ARGV[2])
+local i = 6
+if ARGV[5] ~= '' then
+  local base = tonumber(ARGV[5])
   if base > cur or cur - base > maxlag then return -1 end
   for j = 1, nreads do
     local m = redis.call('HGET', KEYS[5], ARGV[i])
@@ -188,7 +188,7 @@ for _, k in ipairs(gone) do
   redis.call('HDEL', KEYS[5], k)
   redis.call('ZREM', KEYS[6], k)
 end
-redis.call('EXPIRE', u, tonumber(ARGV[2]))
+redis.call('EXPIRE', u, tonumber(ARGV[1]))
 redis.call('SET', KEYS[1], now)
 return now
 )lua";
@@ -656,8 +656,7 @@ class RedisTxn : public BufferedKvTxn {
     std::optional<uint64_t> oldest;
     for (const auto& [key, version] : read_keys_) oldest = std::min(oldest.value_or(version), version);
     for (const ReadRange& r : read_ranges_) oldest = std::min(oldest.value_or(r.version), r.version);
-    std::vector<std::string> args = {std::string(),
-                                     std::to_string(kUndoTtlSeconds),
+    std::vector<std::string> args = {std::to_string(kUndoTtlSeconds),
                                      std::to_string(kMaxSnapshotLag),
                                      std::to_string(read_keys_.size()),
                                      std::to_string(read_ranges_.size()),
@@ -690,7 +689,9 @@ class RedisTxn : public BufferedKvTxn {
   RedisKvStore* store_;
   std::unique_lock<std::mutex> exclusive_;
   const bool use_cache_;
-  std::string snapshot_;  // commit counter at the first read; "" before it
+  // The commit counter at the first read ("" before it); for a transaction
+  // that may write, at the latest read.
+  std::string snapshot_;
   uint64_t snapshot_version_ = 0;
   // What this transaction read, for the commit's conflict check: keys and
   // ranges [first, end), each with the version it was read at.

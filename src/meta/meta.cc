@@ -16,7 +16,6 @@ namespace tessera {
 
 using meta_internal::AddCounter;
 using meta_internal::CheckName;
-using meta_internal::DeleteInode;
 using meta_internal::GetCounter;
 using meta_internal::LoadAttr;
 using meta_internal::Prefetch;

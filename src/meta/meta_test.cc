@@ -424,7 +424,7 @@ TEST_P(MetaTest, UnlinkedFilesGoInTheBackgroundAndAfterACrash) {
   ASSERT_TRUE(meta_->WriteSlice(f, 0, {0, first, 10, 0, 10}, 1).ok());
   ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "f").ok());
   EXPECT_EQ(meta_->Lookup(ctx_, kRootInode, "f").status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(meta_->StatFs()->used_inodes, 0u);  // before the file is deleted
+  EXPECT_EQ(meta_->StatFs()->used_inodes, 0u);  // freed by the unlink itself
   EXPECT_EQ(meta_->StatFs()->used_space, 0u);
   meta_->DrainReclaims(10'000);
   EXPECT_TRUE(Keys(keys::InodeBegin(f), keys::InodeEnd(f)).empty());
