@@ -233,7 +233,7 @@ Result<size_t> Meta::CleanupStaleSessions(int64_t now_ns) {
         Attr a;
         Status st = meta_internal::LoadAttr(txn, ino, &a);
         if (st.ok() && a.nlink == 0 && !IsOpen(ino)) {
-          RETURN_IF_ERROR(meta_internal::DeleteInode(txn, ino, a, &freed));
+          RETURN_IF_ERROR(meta_internal::DeleteInode(txn, ino, &freed));
         } else if (!st.ok() && !st.Is(StatusCode::kNotFound)) {
           return st;
         }
@@ -474,6 +474,7 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
         // Still open here: keep the data until the last close.
         PutAttr(txn, e.inode, a);
         txn.Put(keys::SustainedInode(session_, e.inode), "");
+        meta_internal::UncountInode(txn, a);
         kept = e.inode;
       } else {
         PutAttr(txn, e.inode, a);
@@ -575,6 +576,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
         } else if (IsOpen(dst.inode)) {
           PutAttr(txn, dst.inode, victim);
           txn.Put(keys::SustainedInode(session_, dst.inode), "");
+          meta_internal::UncountInode(txn, victim);
           kept = dst.inode;
         } else {
           PutAttr(txn, dst.inode, victim);

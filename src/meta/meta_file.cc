@@ -26,8 +26,11 @@ using meta_internal::PutAttr;
 namespace {
 
 // Adjusts the used-space counter for a length change, enforcing the capacity.
-Status ChargeSpace(KvTxn& txn, uint64_t capacity, uint64_t old_length, uint64_t new_length) {
-  int64_t delta = static_cast<int64_t>(SpaceOf(new_length)) - static_cast<int64_t>(SpaceOf(old_length));
+// A file with no name left is out of the counters (its unlink took it out),
+// so writes to it while it is still open are not counted either.
+Status ChargeSpace(KvTxn& txn, uint64_t capacity, const Attr& file, uint64_t new_length) {
+  if (file.nlink == 0) return Status::Ok();
+  int64_t delta = static_cast<int64_t>(SpaceOf(new_length)) - static_cast<int64_t>(SpaceOf(file.length));
   if (delta == 0) return Status::Ok();
   if (delta < 0 || capacity == 0) {
     meta_internal::IncrementCounter(txn, keys::kUsedSpace, delta);
@@ -122,7 +125,7 @@ Result<Attr> Meta::WriteSlices(InodeId ino, const std::vector<ChunkSlice>& slice
       if (records) records->emplace_back(chunk, value.size() / kSliceRecordSize);
     }
     if (end > out.length) {
-      RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, out.length, end));
+      RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, out, end));
       out.length = end;
     }
     out.mtime_ns = out.ctime_ns = mtime_ns;
@@ -149,7 +152,7 @@ Result<Attr> Meta::SetAttr(const Context&, InodeId ino, const SetAttrRequest& re
       if (!out.IsFile()) return Invalid("not a regular file");
       if (*req.size != out.length) {
         if (*req.size < out.length) RETURN_IF_ERROR(CutChunks(txn, ino, *req.size, &freed));
-        RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, out.length, *req.size));
+        RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, out, *req.size));
         out.length = *req.size;
       }
       if (!req.mtime_ns) out.mtime_ns = now;
@@ -191,7 +194,7 @@ Result<Attr> Meta::Fallocate(InodeId ino, int mode, uint64_t off, uint64_t len) 
       out.mtime_ns = out.ctime_ns = now;
     }
     if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > out.length) {
-      RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, out.length, off + len));
+      RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, out, off + len));
       out.length = off + len;
       out.mtime_ns = out.ctime_ns = now;
     }
@@ -271,7 +274,7 @@ Result<uint64_t> Meta::CopyFileRange(InodeId in, uint64_t off_in, InodeId out, u
     }
     const int64_t now = NowNanos();
     if (off_out + copied > dst.length) {
-      RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, dst.length, off_out + copied));
+      RETURN_IF_ERROR(ChargeSpace(txn, settings_.capacity, dst, off_out + copied));
       dst.length = off_out + copied;
     }
     dst.mtime_ns = dst.ctime_ns = now;
@@ -321,7 +324,7 @@ Status Meta::OnClose(InodeId ino) {
     if (!marker) return Status::Ok();
     Attr a;
     Status st = LoadAttr(txn, ino, &a);
-    if (st.ok() && a.nlink == 0 && !IsOpen(ino)) RETURN_IF_ERROR(DeleteInode(txn, ino, a, &freed));
+    if (st.ok() && a.nlink == 0 && !IsOpen(ino)) RETURN_IF_ERROR(DeleteInode(txn, ino, &freed));
     if (!st.ok() && !st.Is(StatusCode::kNotFound)) return st;
     if (!IsOpen(ino)) txn.Delete(keys::SustainedInode(session_, ino));
     return Status::Ok();

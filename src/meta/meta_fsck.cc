@@ -166,6 +166,7 @@ class Checker {
   Status Repair(FsckFinding* f);
   Status RepairDirLinks(FsckFinding* f);
   Status RepairFileLinks(FsckFinding* f, const Fix& fix);
+  void NoteRecounted(std::optional<int64_t> space);
   Status RepairEntry(FsckFinding* f, const Fix& fix);
   Status RepairOrphan(FsckFinding* f, const Fix& fix);
   Status RepairSliceRefs(FsckFinding* f, const Fix& fix);
@@ -203,9 +204,6 @@ class Checker {
   std::unordered_map<uint64_t, std::pair<uint32_t, std::string>> k_keys_;
   int64_t space_seen_ = 0, inodes_seen_ = 0, next_slice_ = 0;
   uint64_t space_sum_ = 0, inode_count_ = 0;
-  // Files with no link, by inode: their space, taken back out of the sums
-  // when an R record shows they are being deleted.
-  std::unordered_map<uint64_t, uint64_t> unlinked_space_;
 
   // Object checks, run on a pool with a bounded number in flight.
   std::unique_ptr<ThreadPool> pool_;
@@ -218,7 +216,9 @@ class Checker {
 
   std::unordered_map<uint64_t, std::string> dir_paths_;
   InodeId lost_found_;
-  int64_t inodes_added_ = 0;  // by repairs (lost+found), for the counter repair
+  // Counted by repairs (lost+found, files given back a name), for the
+  // counter repair.
+  int64_t inodes_added_ = 0, space_added_ = 0;
   std::vector<Fix> fixes_;  // parallel to report_.findings
 };
 
@@ -343,12 +343,14 @@ Status Checker::Visit(const KeyValue& kv) {
       } else {
         report_.files++;
       }
-      // What txn_util/meta count: every inode but the root, and the
-      // rounded length of every regular file, open-after-unlink ones too,
-      // but not those being deleted (below).
-      if (a->IsFile()) space_sum_ += SpaceOf(a->length);
-      if (ino != kRootInode.value()) inode_count_++;
-      if (a->nlink == 0 && !a->IsDir()) unlinked_space_[ino] = a->IsFile() ? SpaceOf(a->length) : 0;
+      // What meta counts: every inode but the root that still has a name,
+      // and the rounded length of every such regular file. The unlink of a
+      // file's last name takes it out at once, whether it is deleted in the
+      // background or still open somewhere.
+      if (a->nlink > 0 || a->IsDir()) {
+        if (a->IsFile()) space_sum_ += SpaceOf(a->length);
+        if (ino != kRootInode.value()) inode_count_++;
+      }
     } else if (tag == 'D' && key.size() >= 18) {
       auto e = DecodeEntry(kv.value);
       if (!e.ok()) {
@@ -372,16 +374,9 @@ Status Checker::Visit(const KeyValue& kv) {
     auto it = nodes_.find(GetBig64(key.data() + 10));
     if (it != nodes_.end()) it->second.flags |= kHeld;
   } else if (key.size() == 9 && key[0] == 'R') {
-    // Unlinked, waiting for background deletion: like a file held open,
-    // except that the unlink took it out of the usage counters.
-    const uint64_t ino = GetBig64(key.data() + 1);
-    auto it = nodes_.find(ino);
+    // Unlinked, waiting for background deletion: like a file held open.
+    auto it = nodes_.find(GetBig64(key.data() + 1));
     if (it != nodes_.end()) it->second.flags |= kHeld;
-    if (auto u = unlinked_space_.find(ino); u != unlinked_space_.end()) {
-      space_sum_ -= u->second;
-      inode_count_--;
-      unlinked_space_.erase(u);
-    }
   }
   return Status::Ok();
 }
@@ -964,20 +959,40 @@ Status Checker::RepairDirLinks(FsckFinding* f) {
   });
 }
 
+// A file with no link is out of the usage counters; one that a repair names
+// again is put back in. Returns the space it adds.
+int64_t Recount(KvTxn& txn, const Attr& a) {
+  const int64_t space = a.IsFile() ? static_cast<int64_t>(SpaceOf(a.length)) : 0;
+  meta_internal::IncrementCounter(txn, keys::kUsedInodes, 1);
+  if (space != 0) meta_internal::IncrementCounter(txn, keys::kUsedSpace, space);
+  return space;
+}
+
+void Checker::NoteRecounted(std::optional<int64_t> space) {
+  if (!space) return;
+  inodes_added_++;
+  space_added_ += *space;
+}
+
 Status Checker::RepairFileLinks(FsckFinding* f, const Fix& fix) {
-  return WithTransaction(kv_, [&](KvTxn& txn) -> Status {
+  std::optional<int64_t> recounted;
+  RETURN_IF_ERROR(WithTransaction(kv_, [&](KvTxn& txn) -> Status {
     f->repaired = false;
+    recounted.reset();
     Attr a;
     Status st = LoadAttr(txn, f->inode, &a);
     if (st.Is(StatusCode::kNotFound)) return Status::Ok();
     RETURN_IF_ERROR(st);
     // Unchanged since it was verified: the count found then still holds.
     if (a.ctime_ns != fix.seen.ctime_ns || a.nlink != fix.seen.nlink) return Status::Ok();
+    if (a.nlink == 0 && *f->expected > 0) recounted = Recount(txn, a);
     a.nlink = static_cast<uint32_t>(*f->expected);
     PutAttr(txn, f->inode, a);
     f->repaired = true;
     return Status::Ok();
-  });
+  }));
+  NoteRecounted(recounted);
+  return Status::Ok();
 }
 
 Status Checker::RepairEntry(FsckFinding* f, const Fix& fix) {
@@ -1052,8 +1067,10 @@ Result<InodeId> Checker::LostAndFound() {
 Status Checker::RepairOrphan(FsckFinding* f, const Fix& fix) {
   ASSIGN_OR_RETURN(InodeId lf, LostAndFound());
   const std::string name = std::to_string(f->inode.value());
+  std::optional<int64_t> recounted;
   RETURN_IF_ERROR(WithTransaction(kv_, [&](KvTxn& txn) -> Status {
     f->repaired = false;
+    recounted.reset();
     Attr a, dir;
     Status st = LoadAttr(txn, f->inode, &a);
     if (st.Is(StatusCode::kNotFound)) return Status::Ok();
@@ -1070,6 +1087,7 @@ Status Checker::RepairOrphan(FsckFinding* f, const Fix& fix) {
       a.parent = lf;
       dir.nlink++;
     } else {
+      if (a.nlink == 0) recounted = Recount(txn, a);
       a.nlink = 1;
     }
     a.ctime_ns = now;
@@ -1079,6 +1097,7 @@ Status Checker::RepairOrphan(FsckFinding* f, const Fix& fix) {
     f->repaired = true;
     return Status::Ok();
   }));
+  NoteRecounted(recounted);
   if (f->repaired) f->detail += "; moved to /lost+found/" + name;
   return Status::Ok();
 }
@@ -1102,7 +1121,7 @@ Status Checker::RepairSliceRefs(FsckFinding* f, const Fix& fix) {
 Status Checker::RepairCounter(FsckFinding* f, const Fix& fix) {
   const std::string_view name =
       f->kind == FsckKind::kUsedSpace ? keys::kUsedSpace : keys::kUsedInodes;
-  const int64_t ours = f->kind == FsckKind::kUsedInodes ? inodes_added_ : 0;
+  const int64_t ours = f->kind == FsckKind::kUsedInodes ? inodes_added_ : space_added_;
   return WithTransaction(kv_, [&](KvTxn& txn) -> Status {
     f->repaired = false;
     ASSIGN_OR_RETURN(int64_t now, GetCounter(txn, name));

@@ -124,7 +124,7 @@ void UncountInode(KvTxn& txn, const Attr& attr) {
   IncrementCounter(txn, keys::kUsedInodes, -1);
 }
 
-Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceRef>* freed) {
+Status DeleteInode(KvTxn& txn, InodeId ino, std::vector<SliceRef>* freed) {
   // One range scan over everything stored under the inode (chunks, symlink
   // target, xattrs) instead of one per kind: a round trip each on a
   // networked engine.
@@ -137,7 +137,6 @@ Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceR
     from = page.items.back().key + '\0';
   }
   txn.Delete(keys::Attr(ino));
-  UncountInode(txn, attr);
   return Status::Ok();
 }
 

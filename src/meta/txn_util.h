@@ -42,14 +42,14 @@ Status ReleaseSlice(KvTxn& txn, const SliceRef& slice, std::vector<SliceRef>* fr
 // Deletes chunks first_chunk.. of a file, releasing their slices.
 Status DeleteChunks(KvTxn& txn, InodeId ino, uint32_t first_chunk, std::vector<SliceRef>* freed);
 // Removes every key of a non-directory inode (attributes, chunks, symlink
-// target), adjusts the usage counters and appends the slices it referenced
-// to *freed.
-Status DeleteInode(KvTxn& txn, InodeId ino, const Attr& attr, std::vector<SliceRef>* freed);
+// target) and appends the slices it referenced to *freed. The inode is out
+// of the usage counters already: the unlink of its last name took it out.
+Status DeleteInode(KvTxn& txn, InodeId ino, std::vector<SliceRef>* freed);
 // One key stored under an inode, as DeleteInode deletes it (a chunk
 // releases its slices; the attributes and lock records are left), for a
 // caller that read the inode's keys itself.
 Status DeleteInodeKey(KvTxn& txn, InodeId ino, const KeyValue& kv, std::vector<SliceRef>* freed);
-// Takes an inode out of the volume's usage counters (DeleteInode does).
+// Takes an inode out of the volume's usage counters, when its last name goes.
 void UncountInode(KvTxn& txn, const Attr& attr);
 // Removes every extended attribute of an inode (DeleteInode does it too;
 // directories removed by rmdir or rename-over call it directly).
