@@ -29,8 +29,8 @@ constexpr int kUndoTtlSeconds = 600;
 // many the read gives up with kConflict instead of doing unbounded work.
 constexpr int kMaxSnapshotLag = 2000;
 // Values this process read or wrote lately, kept with the version they are
-// known at (RedisReadCache): at most this many keys, and none older than
-// half the snapshot lag a commit accepts.
+// known at (RedisReadCache): at most this many keys, and no absence older
+// than half the snapshot lag a commit accepts.
 constexpr size_t kReadCacheKeys = 100'000;
 constexpr uint64_t kReadCacheMaxAge = kMaxSnapshotLag / 2;
 
@@ -46,19 +46,38 @@ for v = s + 1, cur do
 end
 )lua";
 
+// chunked(cmd, key, list): `cmd key list...` in calls of at most 1000
+// arguments each (Lua's unpack has a limit), returning the replies
+// concatenated. One call for many keys costs the server far less than a
+// call per key.
+constexpr const char* kChunkedCall = R"lua(
+local function chunked(cmd, key, list)
+  local out = {}
+  for a = 1, #list, 1000 do
+    local r = redis.call(cmd, key, unpack(list, a, math.min(a + 999, #list)))
+    if type(r) == 'table' then
+      for _, x in ipairs(r) do out[#out + 1] = x end
+    end
+  end
+  return out
+end
+)lua";
+
 // ARGV[3..]: keys. Returns {s, "ok", v1, v2, ...}, each "0" (absent) or
 // "1"+value as of snapshot s.
-const std::string kGetScript = std::string(kSnapshotPrologue) + R"lua(
+const std::string kGetScript = std::string(kSnapshotPrologue) + kChunkedCall + R"lua(
 local out = {tostring(s), 'ok'}
-for i = 3, #ARGV do
+local keys = {}
+for i = 3, #ARGV do keys[#keys + 1] = ARGV[i] end
+local current = chunked('HMGET', KEYS[2], keys)
+for j, k in ipairs(keys) do
   local val = false
   for v = s + 1, cur do
-    val = redis.call('HGET', KEYS[4] .. v, ARGV[i])
+    val = redis.call('HGET', KEYS[4] .. v, k)
     if val then break end
   end
   if not val then
-    local c = redis.call('HGET', KEYS[2], ARGV[i])
-    if c then val = '1' .. c else val = '0' end
+    if current[j] then val = '1' .. current[j] else val = '0' end
   end
   out[#out + 1] = val
 end
@@ -97,16 +116,18 @@ return out
 // deleted keys by the version of their delete, whose entries in KEYS[5] go
 // once no commit can be checked against that old a version any more.
 // ARGV[1] undo TTL, ARGV[2] maximum lag, ARGV[3] number of keys read,
-// ARGV[4] number of ranges scanned, ARGV[5] the oldest version
-// anything was read at ("" = nothing read), then each key read with the
+// ARGV[4] number of ranges scanned, ARGV[5] the oldest version a range or
+// an absent key was read at ("" = none), then each key read with the
 // version it was read at, then each range as a first key, a past-the-end
 // key ("" = no end) and the version it was read at, then the writes: "p"
 // key value | "d" key | "i" key delta. Returns -1 on conflict: a key or a
 // key in a range changed after the version it was read at, the record of a
-// commit since has expired (so nobody can tell), or a read is older than
-// the maximum lag. Otherwise the version of this commit, or the current
-// version when there is nothing to write (a check of the reads).
-const std::string kCommitScript = R"lua(
+// commit since has expired (so nobody can tell), a range or an absent key
+// was read longer than the maximum lag ago (the version of a delete is
+// kept that long), or a read is newer than the server (which lost
+// commits). Otherwise the version of this commit, or the current version
+// when there is nothing to write (a check of the reads).
+const std::string kCommitScript = std::string(kChunkedCall) + R"lua(
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local nreads, nranges = tonumber(ARGV[3]), tonumber(ARGV[4])
 local maxlag = tonumber(ARGV[2])
@@ -114,80 +135,99 @@ local i = 6
 if ARGV[5] ~= '' then
   local base = tonumber(ARGV[5])
   if base > cur or cur - base > maxlag then return -1 end
+end
+if nreads > 0 then
+  local read = {}
+  for j = 1, nreads do read[j] = ARGV[i + 2 * (j - 1)] end
+  local changed_at = chunked('HMGET', KEYS[5], read)
   for j = 1, nreads do
-    local m = redis.call('HGET', KEYS[5], ARGV[i])
-    if m and tonumber(m) > tonumber(ARGV[i + 1]) then return -1 end
+    local at, m = tonumber(ARGV[i + 1]), changed_at[j]
+    if at > cur or (m and tonumber(m) > at) then return -1 end
     i = i + 2
   end
-  if nranges > 0 then
-    local ranges = {}
-    local oldest = cur
-    for j = 1, nranges do
-      local at = tonumber(ARGV[i + 2])
-      ranges[j] = {ARGV[i], ARGV[i + 1], at}
-      if at < oldest then oldest = at end
-      i = i + 3
+end
+if nranges > 0 then
+  local ranges = {}
+  local oldest = cur
+  for j = 1, nranges do
+    local at = tonumber(ARGV[i + 2])
+    ranges[j] = {ARGV[i], ARGV[i + 1], at}
+    if at < oldest then oldest = at end
+    i = i + 3
+  end
+  -- Keys compare by unsigned bytes (Lua's own < follows the locale).
+  local function less(a, b)
+    local n = math.min(#a, #b)
+    for p = 1, n do
+      local x, y = string.byte(a, p), string.byte(b, p)
+      if x ~= y then return x < y end
     end
-    -- Keys compare by unsigned bytes (Lua's own < follows the locale).
-    local function less(a, b)
-      local n = math.min(#a, #b)
-      for p = 1, n do
-        local x, y = string.byte(a, p), string.byte(b, p)
-        if x ~= y then return x < y end
-      end
-      return #a < #b
-    end
-    for v = oldest + 1, cur do
-      local changed = redis.call('HKEYS', KEYS[4] .. v)
-      if #changed == 0 then return -1 end
-      for _, k in ipairs(changed) do
-        for _, r in ipairs(ranges) do
-          if v > r[3] and not less(k, r[1]) and (r[2] == '' or less(k, r[2])) then return -1 end
-        end
+    return #a < #b
+  end
+  for v = oldest + 1, cur do
+    local changed = redis.call('HKEYS', KEYS[4] .. v)
+    if #changed == 0 then return -1 end
+    for _, k in ipairs(changed) do
+      for _, r in ipairs(ranges) do
+        if v > r[3] and not less(k, r[1]) and (r[2] == '' or less(k, r[2])) then return -1 end
       end
     end
   end
-else
-  i = i + 2 * nreads + 3 * nranges
 end
 if i > #ARGV then return cur end
 local now = cur + 1
-local u = KEYS[4] .. now
+local ops, ks, vals = {}, {}, {}
 while i <= #ARGV do
-  local op, k = ARGV[i], ARGV[i + 1]
-  local old = redis.call('HGET', KEYS[2], k)
-  if op == 'i' then
-    local n = 0
-    if old then
-      if #old ~= 8 then return redis.error_reply('counter is not 8 bytes long') end
-      n = struct.unpack('>i8', old)
-    end
-    redis.call('HSET', KEYS[2], k, struct.pack('>i8', n + tonumber(ARGV[i + 2])))
-    redis.call('ZADD', KEYS[3], 0, k)
-    redis.call('ZREM', KEYS[6], k)
-    i = i + 3
-  elseif op == 'p' then
-    redis.call('HSET', KEYS[2], k, ARGV[i + 2])
-    redis.call('ZADD', KEYS[3], 0, k)
-    redis.call('ZREM', KEYS[6], k)
-    i = i + 3
-  else
-    redis.call('HDEL', KEYS[2], k)
-    redis.call('ZREM', KEYS[3], k)
-    redis.call('ZADD', KEYS[6], now, k)
-    i = i + 2
-  end
-  redis.call('HSET', KEYS[5], k, now)
-  if old then old = '1' .. old else old = '0' end
-  redis.call('HSET', u, k, old)
+  ops[#ops + 1], ks[#ks + 1] = ARGV[i], ARGV[i + 1]
+  if ARGV[i] == 'd' then i = i + 2 else vals[#ks] = ARGV[i + 2]; i = i + 3 end
 end
+-- The index (KEYS[3]) holds exactly the keys present, and KEYS[6] only
+-- keys absent: only a key that appears or goes touches them.
+local olds = chunked('HMGET', KEYS[2], ks)
+local sets, dels, appeared, revived, buried, versions, undo = {}, {}, {}, {}, {}, {}, {}
+for j, k in ipairs(ks) do
+  local old = olds[j]
+  if ops[j] == 'd' then
+    if old then dels[#dels + 1] = k end
+    buried[#buried + 1] = now
+    buried[#buried + 1] = k
+  else
+    local v = vals[j]
+    if ops[j] == 'i' then
+      local n = 0
+      if old then
+        if #old ~= 8 then return redis.error_reply('counter is not 8 bytes long') end
+        n = struct.unpack('>i8', old)
+      end
+      v = struct.pack('>i8', n + tonumber(v))
+    end
+    sets[#sets + 1] = k
+    sets[#sets + 1] = v
+    if not old then
+      appeared[#appeared + 1] = 0
+      appeared[#appeared + 1] = k
+      revived[#revived + 1] = k
+    end
+  end
+  versions[#versions + 1] = k
+  versions[#versions + 1] = now
+  undo[#undo + 1] = k
+  if old then undo[#undo + 1] = '1' .. old else undo[#undo + 1] = '0' end
+end
+chunked('HSET', KEYS[2], sets)
+chunked('HDEL', KEYS[2], dels)
+chunked('ZADD', KEYS[3], appeared)
+chunked('ZREM', KEYS[3], dels)
+chunked('ZREM', KEYS[6], revived)
+chunked('ZADD', KEYS[6], buried)
+chunked('HSET', KEYS[5], versions)
+local u = KEYS[4] .. now
+chunked('HSET', u, undo)
 -- Versions of keys deleted more than the maximum lag ago: a read that old
 -- fails the lag check above before it would look for them.
 local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - maxlag - 1, 'LIMIT', 0, 64)
-for _, k in ipairs(gone) do
-  redis.call('HDEL', KEYS[5], k)
-  redis.call('ZREM', KEYS[6], k)
-end
+chunked('HDEL', KEYS[5], gone)
+chunked('ZREM', KEYS[6], gone)
 redis.call('EXPIRE', u, tonumber(ARGV[1]))
 redis.call('SET', KEYS[1], now)
 return now
@@ -307,7 +347,10 @@ class RedisReadCache {
   std::optional<Known> Find(const std::string& key) {
     std::lock_guard lock(mu_);
     auto it = map_.find(key);
-    if (it == map_.end() || it->second.version + kReadCacheMaxAge < newest_) return std::nullopt;
+    if (it == map_.end()) return std::nullopt;
+    // The commit can check a key that is absent only while the version of
+    // its delete is kept.
+    if (!it->second.value && it->second.version + kReadCacheMaxAge < newest_) return std::nullopt;
     return it->second;
   }
 
@@ -518,7 +561,7 @@ class RedisTxn : public BufferedKvTxn {
       if (use_cache_) {
         if (std::optional<RedisReadCache::Known> known = store_->cache().Find(keys[i])) {
           out[i] = std::move(known->value);
-          read_keys_.emplace_back(keys[i], known->version);
+          read_keys_.push_back({keys[i], known->version, !out[i].has_value()});
           continue;
         }
       }
@@ -534,7 +577,7 @@ class RedisTxn : public BufferedKvTxn {
     for (size_t j = 0; j < fetch.size(); ++j) {
       ASSIGN_OR_RETURN(auto v, DecodeValue(r->element[j + 2]));
       store_->cache().Note(fetch[j], v, snapshot_version_);
-      read_keys_.emplace_back(std::move(fetch[j]), snapshot_version_);
+      read_keys_.push_back({std::move(fetch[j]), snapshot_version_, !v.has_value()});
       out[fetch_at[j]] = std::move(v);
     }
     return out;
@@ -654,16 +697,21 @@ class RedisTxn : public BufferedKvTxn {
   // which versions.
   std::vector<std::string> CheckArgs() const {
     std::optional<uint64_t> oldest;
-    for (const auto& [key, version] : read_keys_) oldest = std::min(oldest.value_or(version), version);
+    // Only absent keys and ranges bound how old a read may be: a deleted
+    // key's version is kept for kMaxSnapshotLag commits, the version of a
+    // key present for as long as it stays.
+    for (const ReadKey& r : read_keys_) {
+      if (r.absent) oldest = std::min(oldest.value_or(r.version), r.version);
+    }
     for (const ReadRange& r : read_ranges_) oldest = std::min(oldest.value_or(r.version), r.version);
     std::vector<std::string> args = {std::to_string(kUndoTtlSeconds),
                                      std::to_string(kMaxSnapshotLag),
                                      std::to_string(read_keys_.size()),
                                      std::to_string(read_ranges_.size()),
                                      oldest ? std::to_string(*oldest) : std::string()};
-    for (const auto& [key, version] : read_keys_) {
-      args.push_back(key);
-      args.push_back(std::to_string(version));
+    for (const ReadKey& r : read_keys_) {
+      args.push_back(r.key);
+      args.push_back(std::to_string(r.version));
     }
     for (const ReadRange& r : read_ranges_) {
       args.push_back(r.first);
@@ -680,7 +728,7 @@ class RedisTxn : public BufferedKvTxn {
     ASSIGN_OR_RETURN(Reply r, store_->Eval(kCommitScript, args, false));
     if (r->type != REDIS_REPLY_INTEGER) return Corrupt("redis: bad reply to a commit");
     if (r->integer < 0) {
-      for (const auto& [key, version] : read_keys_) store_->cache().Forget(key);
+      for (const ReadKey& r : read_keys_) store_->cache().Forget(r.key);
       return Conflict("redis " + store_->Url() + ": changed since this transaction read it");
     }
     return static_cast<int64_t>(r->integer);
@@ -699,7 +747,12 @@ class RedisTxn : public BufferedKvTxn {
     std::string first, end;
     uint64_t version = 0;
   };
-  std::vector<std::pair<std::string, uint64_t>> read_keys_;
+  struct ReadKey {
+    std::string key;
+    uint64_t version = 0;
+    bool absent = false;
+  };
+  std::vector<ReadKey> read_keys_;
   std::vector<ReadRange> read_ranges_;
 };
 
