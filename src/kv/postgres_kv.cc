@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -44,7 +45,7 @@ struct StatementDef {
   const char* name;
   const char* sql;
   int nparams;
-  std::array<unsigned, 5> types;
+  std::array<unsigned, 8> types;
 };
 
 enum StatementId : size_t {
@@ -88,9 +89,16 @@ constexpr std::array<StatementDef, kNumStatements> kStatements = {{
     // A whole commit in one statement (one round trip). $1/$2: keys and
     // values to put, $3: keys to delete, $4/$5: counters and what to add to
     // them. A key is in at most one of $1, $3 and $4. Adding to an absent
-    // counter creates its base row (0) first.
+    // counter creates its base row (0) first. $6/$7: keys taken from the
+    // read cache (PgReadCache) with the values they were found with, $8:
+    // keys found absent there; when any of them differs, the statement
+    // fails as a serialization failure (a conflict, retried). Every part
+    // reads the state from before the statement's own writes.
     {"tessera_commit",
-     "WITH del AS (DELETE FROM tessera_kv WHERE k = ANY($3)), "
+     "WITH stale AS (SELECT 1 FROM unnest($6::bytea[], $7::bytea[]) AS c(k, v) "
+     "LEFT JOIN tessera_kv kv ON kv.k = c.k WHERE kv.v IS DISTINCT FROM c.v "
+     "UNION ALL SELECT 1 FROM tessera_kv WHERE k = ANY($8)), "
+     "del AS (DELETE FROM tessera_kv WHERE k = ANY($3)), "
      "ins AS (INSERT INTO tessera_kv (k, v, g) "
      "SELECT u.k, u.v, txid_current() FROM unnest($1::bytea[], $2::bytea[]) AS u(k, v) "
      "ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, g = EXCLUDED.g), "
@@ -100,9 +108,10 @@ constexpr std::array<StatementDef, kNumStatements> kStatements = {{
      "adds AS (INSERT INTO tessera_kv_add (k, g, d) "
      "SELECT u.k, COALESCE(kv.g, txid_current()), u.d "
      "FROM unnest($4::bytea[], $5::int8[]) AS u(k, d) LEFT JOIN tessera_kv kv ON kv.k = u.k) "
-     "SELECT 1",
-     5,
-     {kByteaArrayOid, kByteaArrayOid, kByteaArrayOid, kByteaArrayOid, kInt8ArrayOid}},
+     "SELECT CASE WHEN EXISTS (SELECT 1 FROM stale) THEN tessera_stale_read() ELSE 1 END",
+     8,
+     {kByteaArrayOid, kByteaArrayOid, kByteaArrayOid, kByteaArrayOid, kInt8ArrayOid,
+      kByteaArrayOid, kByteaArrayOid, kByteaArrayOid}},
     // Moves the additions of up to $1 counters into their base values
     // (additions of a superseded generation just go).
     {"tessera_fold_adds",
@@ -126,7 +135,12 @@ constexpr const char* kSchemaSql =
     "THEN ALTER TABLE tessera_kv ADD COLUMN g bigint NOT NULL DEFAULT 0; END IF; END $$;"
     "CREATE TABLE IF NOT EXISTS tessera_kv_add (k bytea NOT NULL, g bigint NOT NULL, "
     "d bigint NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS tessera_kv_add_k ON tessera_kv_add (k)";
+    "CREATE INDEX IF NOT EXISTS tessera_kv_add_k ON tessera_kv_add (k);"
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'tessera_stale_read' AND "
+    "pronamespace = current_schema()::regnamespace) THEN "
+    "CREATE FUNCTION tessera_stale_read() RETURNS int LANGUAGE plpgsql AS $f$ BEGIN "
+    "RAISE EXCEPTION USING ERRCODE = 'serialization_failure', "
+    "MESSAGE = 'a cached read changed before the commit'; END $f$; END IF; END $$";
 
 using PgResult = std::unique_ptr<PGresult, decltype(&PQclear)>;
 
@@ -192,6 +206,44 @@ std::string EncodeInt8Array(const std::vector<int64_t>& items) {
 constexpr int64_t kAddsPerFold = 1000;
 constexpr const char* kFoldBatch = "64";
 
+// Values this process read or wrote lately. A transaction that may write
+// takes its point reads from here when it can, saving a round trip each
+// (the lookup before a create reads the directory and the absent name; the
+// create finds both here). Its commit checks every such value against the
+// table in the same statement, so a stale one costs a retry, never a wrong
+// result. Counters (8-byte values) are never kept: additions change their
+// value without changing their row.
+class PgReadCache {
+ public:
+  static constexpr size_t kMaxKeys = 100'000;
+
+  std::optional<std::optional<std::string>> Find(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(key);
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void Note(const std::string& key, const std::optional<std::string>& value) {
+    std::lock_guard lock(mu_);
+    if (value && value->size() == 8) {
+      map_.erase(key);
+      return;
+    }
+    auto [it, added] = map_.insert_or_assign(key, value);
+    if (added && map_.size() > kMaxKeys) map_.clear();  // bounded; refilled by the next reads
+  }
+
+  void Forget(const std::string& key) {
+    std::lock_guard lock(mu_);
+    map_.erase(key);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::optional<std::string>> map_;
+};
+
 class PgShared {
  public:
   PgShared(std::string url, std::string redacted)
@@ -199,6 +251,7 @@ class PgShared {
 
   const std::string& url() const { return redacted_; }
   std::mutex& commit_mu() { return commit_mu_; }
+  PgReadCache& cache() { return cache_; }
 
   // Connects; `initialize` (a store's first connection) also creates the
   // tables, which the statements prepared here need.
@@ -375,6 +428,7 @@ class PgShared {
   const std::string url_;
   const std::string redacted_;
   std::mutex commit_mu_;
+  PgReadCache cache_;
   std::atomic<int64_t> adds_since_fold_{0};
   std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_
@@ -385,31 +439,48 @@ class PgTxn final : public BufferedKvTxn {
   // An exclusive transaction holds this store's commit mutex throughout, so
   // no other transaction of this process commits between its snapshot and
   // its commit: retries after a conflict use it.
-  PgTxn(std::shared_ptr<PgShared> shared, bool exclusive) : shared_(std::move(shared)) {
+  // Exclusive transactions (which may write) also read the cache.
+  PgTxn(std::shared_ptr<PgShared> shared, bool exclusive)
+      : shared_(std::move(shared)), use_cache_(exclusive) {
     if (exclusive) exclusive_lock_ = std::unique_lock(shared_->commit_mu());
   }
   ~PgTxn() override { End(); }
 
  protected:
   Result<std::optional<std::string>> SnapshotGet(std::string_view key) override {
+    const std::string k(key);
+    if (auto cached = FromCache(k)) return std::move(*cached);
     ASSIGN_OR_RETURN(PgResult r, Run(kGet, {Param{key}}, "reading a key"));
-    if (PQntuples(r.get()) == 0) return std::optional<std::string>();
-    return std::optional<std::string>(Value(r.get(), 0, 0));
+    std::optional<std::string> value;
+    if (PQntuples(r.get()) != 0) value = Value(r.get(), 0, 0);
+    shared_->cache().Note(k, value);
+    return value;
   }
 
   Result<std::vector<std::optional<std::string>>> SnapshotBatchGet(
       const std::vector<std::string>& keys) override {
-    std::string array = EncodeByteaArray(keys);
+    std::vector<std::optional<std::string>> out(keys.size());
+    std::vector<std::string> fetch;
+    std::vector<size_t> fetch_at;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (auto cached = FromCache(keys[i])) {
+        out[i] = std::move(*cached);
+      } else {
+        fetch.push_back(keys[i]);
+        fetch_at.push_back(i);
+      }
+    }
+    if (fetch.empty()) return out;
+    std::string array = EncodeByteaArray(fetch);
     ASSIGN_OR_RETURN(PgResult r, Run(kBatchGet, {Param{array}}, "reading keys"));
     std::map<std::string, std::string, std::less<>> found;
     for (int i = 0; i < PQntuples(r.get()); ++i) {
       found.emplace(Bytes(r.get(), i, 0), Value(r.get(), i, 1));
     }
-    std::vector<std::optional<std::string>> out;
-    out.reserve(keys.size());
-    for (const std::string& key : keys) {
-      auto it = found.find(key);
-      out.push_back(it == found.end() ? std::nullopt : std::optional<std::string>(it->second));
+    for (size_t j = 0; j < fetch.size(); ++j) {
+      auto it = found.find(fetch[j]);
+      if (it != found.end()) out[fetch_at[j]] = it->second;
+      shared_->cache().Note(fetch[j], out[fetch_at[j]]);
     }
     return out;
   }
@@ -427,8 +498,10 @@ class PgTxn final : public BufferedKvTxn {
     ScanResult out;
     int rows = PQntuples(res);
     out.items.reserve(static_cast<size_t>(rows));
-    for (int i = 0; i < rows; ++i)
+    for (int i = 0; i < rows; ++i) {
       out.items.push_back(KeyValue{Bytes(res, i, 0), Value(res, i, 1)});
+      shared_->cache().Note(out.items.back().key, out.items.back().value);
+    }
     if (limit != 0 && out.items.size() > limit) {
       out.items.pop_back();
       out.more = true;
@@ -440,7 +513,7 @@ class PgTxn final : public BufferedKvTxn {
 
   Status CommitWrites(WriteBuffer writes, Increments increments) override {
     RETURN_IF_ERROR(failed_);
-    if (writes.empty() && increments.empty()) {
+    if (writes.empty() && increments.empty() && cached_reads_.empty()) {
       End();  // a read-only transaction just drops its snapshot
       return Status::Ok();
     }
@@ -463,17 +536,20 @@ class PgTxn final : public BufferedKvTxn {
         delete_keys.push_back(key);
       }
     }
-    std::string k = EncodeByteaArray(put_keys), v = EncodeByteaArray(put_values),
-                d = EncodeByteaArray(delete_keys), ak = EncodeByteaArray(add_keys),
-                ad = EncodeInt8Array(add_deltas);
-    // Not retried on a fresh connection: a commit whose answer was lost
-    // may have been applied (WithTransaction decides what to do).
-    Status s = Run(kCommit, {Param{k}, Param{v}, Param{d}, Param{ak}, Param{ad}}, "committing",
-                   /*commit=*/true)
-                   .status();
-    End();
-    if (s.ok() && !add_keys.empty()) shared_->NoteAdds(add_keys.size());
+    Status s = RunCommit(put_keys, put_values, delete_keys, add_keys, add_deltas);
+    if (s.ok()) {
+      for (const auto& [key, value] : writes) shared_->cache().Note(key, value);
+      for (const auto& [key, delta] : increments) shared_->cache().Forget(key);
+      if (!add_keys.empty()) shared_->NoteAdds(add_keys.size());
+    }
     return s;
+  }
+
+  // A body that read the cache and then failed: the failure counts only if
+  // what it read still holds (the same statement, writing nothing).
+  Status VerifyReads() override {
+    if (cached_reads_.empty()) return Status::Ok();
+    return RunCommit({}, {}, {}, {}, {});
   }
 
  private:
@@ -505,6 +581,49 @@ class PgTxn final : public BufferedKvTxn {
       begun_ = true;  // possibly open: End() rolls it back
       return Fail(r.status());
     }
+  }
+
+  // A value from the cache, remembered for the commit's check.
+  std::optional<std::optional<std::string>> FromCache(const std::string& key) {
+    if (!use_cache_) return std::nullopt;
+    auto cached = shared_->cache().Find(key);
+    if (cached) cached_reads_.emplace_back(key, *cached);
+    return cached;
+  }
+
+  // The commit statement, with the check of the cached reads; commits (or
+  // ends) the transaction. After a failure nothing this transaction took
+  // from the cache is trusted any more.
+  Status RunCommit(const std::vector<std::string_view>& put_keys,
+                   const std::vector<std::string_view>& put_values,
+                   const std::vector<std::string_view>& delete_keys,
+                   const std::vector<std::string_view>& add_keys,
+                   const std::vector<int64_t>& add_deltas) {
+    std::vector<std::string_view> seen_keys, seen_values, absent_keys;
+    for (const auto& [key, value] : cached_reads_) {
+      if (value) {
+        seen_keys.push_back(key);
+        seen_values.push_back(*value);
+      } else {
+        absent_keys.push_back(key);
+      }
+    }
+    std::string k = EncodeByteaArray(put_keys), v = EncodeByteaArray(put_values),
+                d = EncodeByteaArray(delete_keys), ak = EncodeByteaArray(add_keys),
+                ad = EncodeInt8Array(add_deltas), sk = EncodeByteaArray(seen_keys),
+                sv = EncodeByteaArray(seen_values), ab = EncodeByteaArray(absent_keys);
+    // Not retried on a fresh connection: a commit whose answer was lost
+    // may have been applied (WithTransaction decides what to do).
+    Status s = Run(kCommit,
+                   {Param{k}, Param{v}, Param{d}, Param{ak}, Param{ad}, Param{sk}, Param{sv},
+                    Param{ab}},
+                   "committing", /*commit=*/true)
+                   .status();
+    End();
+    if (!s.ok()) {
+      for (const auto& [key, value] : cached_reads_) shared_->cache().Forget(key);
+    }
+    return s;
   }
 
   static std::string Bytes(PGresult* r, int row, int col) {
@@ -548,6 +667,9 @@ class PgTxn final : public BufferedKvTxn {
   }
 
   std::shared_ptr<PgShared> shared_;
+  const bool use_cache_;
+  // Keys read from the cache, with what was found there.
+  std::vector<std::pair<std::string, std::optional<std::string>>> cached_reads_;
   std::unique_ptr<Connection> conn_;  // from the first statement on
   bool begun_ = false;                // BEGIN was sent on conn_
   Status failed_;

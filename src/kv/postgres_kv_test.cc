@@ -1,5 +1,5 @@
 // PostgreSQL engine specifics beyond the conformance suite: URL redaction,
-// an unreachable server, and recovery from cut connections.
+// an unreachable server, recovery from cut connections, and the read cache.
 #include "kv/postgres_kv.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kv/kv.h"
+#include "kv/kv_test_util.h"
 #include "kv/pg_test_server.h"
 
 namespace tessera {
@@ -39,6 +40,15 @@ TEST(PostgresKvTest, UrlHasNoPassword) {
   auto store = OpenKv(with_password);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   EXPECT_EQ((*store)->Url(), *url);
+}
+
+TEST(PostgresKvTest, CachedReadsThatWentStaleAreRetriedNotTrusted) {
+  Result<std::string> url = NewPgTestDatabase();
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  auto a = OpenKv(*url);
+  auto b = OpenKv(*url);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ExpectStaleCachedReadsRetried(**a, **b);
 }
 
 TEST(PostgresKvTest, RecoversFromCutConnections) {

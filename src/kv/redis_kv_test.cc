@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "kv/kv.h"
+#include "kv/kv_test_util.h"
 #include "kv/redis_test_server.h"
 
 namespace tessera {
@@ -94,50 +95,7 @@ TEST(RedisKvTest, CachedReadsThatWentStaleAreRetriedNotTrusted) {
   auto a = Open(*url);
   auto b = Open(*url);
   ASSERT_TRUE(a && b);
-  ASSERT_TRUE(PutOne(*a, "x", "a1").ok());  // a now knows x = a1
-  int attempts = 0;
-  auto append = [&](KvTxn& txn) -> Status {
-    ++attempts;
-    ASSIGN_OR_RETURN(std::optional<std::string> v, txn.Get("x"));
-    txn.Put("x", (v ? *v : std::string()) + "+a");
-    return Status::Ok();
-  };
-  ASSERT_TRUE(WithTransaction(*a, append).ok());
-  EXPECT_EQ(attempts, 1);  // the cached value was current
-  ASSERT_TRUE(PutOne(*b, "x", "b1").ok());
-  attempts = 0;
-  ASSERT_TRUE(WithTransaction(*a, append).ok());
-  EXPECT_EQ(attempts, 2);  // a1+a from the cache conflicted; then b1
-  auto check = b->Begin();
-  ASSERT_TRUE(check.ok());
-  EXPECT_EQ(*(*check)->Get("x"), "b1+a");
-
-  // A body that fails on a stale cached read runs again instead of
-  // reporting the failure.
-  ASSERT_TRUE(WithTransaction(*a, [](KvTxn& txn) -> Status {
-                ASSIGN_OR_RETURN(std::optional<std::string> v, txn.Get("y"));
-                if (!v) txn.Put("seen-without-y", "1");
-                return Status::Ok();
-              }).ok());  // a now knows y is absent
-  ASSERT_TRUE(PutOne(*b, "y", "there").ok());
-  attempts = 0;
-  Status s = WithTransaction(*a, [&](KvTxn& txn) -> Status {
-    ++attempts;
-    ASSIGN_OR_RETURN(std::optional<std::string> v, txn.Get("y"));
-    if (!v) return NotFound("no y");
-    return Status::Ok();
-  });
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  EXPECT_EQ(attempts, 2);
-
-  // Read-only transactions always ask the server.
-  ASSERT_TRUE(PutOne(*b, "x", "b2").ok());
-  Status r = WithReadTransaction(*a, [](KvTxn& txn) -> Status {
-    ASSIGN_OR_RETURN(std::optional<std::string> v, txn.Get("x"));
-    if (v && *v == "b2") return Status::Ok();
-    return Internal("a read-only transaction did not see the newest value");
-  });
-  EXPECT_TRUE(r.ok()) << r.ToString();
+  ExpectStaleCachedReadsRetried(*a, *b);
 }
 
 TEST(RedisKvTest, UnreachableServerIsUnavailable) {
