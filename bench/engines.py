@@ -3,15 +3,20 @@
 1, 2 and 4 mounts of one volume at once, in one run; then each engine's own
 per-operation latency (`tessera mdtest`).
 
-Usage: bench/engines.py [-n FILES] [--engines sqlite,redis,postgres,etcd]
+Usage: bench/engines.py [-n FILES] [--rounds R]
+                        [--engines sqlite,redis,postgres,postgres-async,etcd]
                         [--mounts 1,2,4] [--tools DIR]
 
 Every engine's server is private, on 127.0.0.1 (started as the integration
-tests do: Redis with an append-only file, PostgreSQL with durable commits,
-etcd as a three-member cluster); the bucket is a local directory, so the
-figures are the metadata path. With M mounts, M copies of mdbench (one per
-mount, each in its own directory, started together) run the same phases,
-and the table shows the sum of their rates.
+tests do: Redis with an append-only file fsynced every second, PostgreSQL
+with durable commits, etcd as a three-member cluster); the bucket is a
+local directory, so the figures are the metadata path. `postgres-async` is
+the same PostgreSQL server with `synchronous_commit=off` in the volume's
+URL: commits no longer wait for their WAL fsync, the durability of the
+SQLite and Redis setups (neither fsyncs each commit). With M mounts, M
+copies of mdbench (one per mount, each in its own directory, started
+together) run the same phases, and the table shows the sum of their rates;
+with R rounds, the median of the rounds.
 
 Needs root (mounts), the build (build/tessera) and the measuring tool
 mdbench.cc (default: ../shared/tools beside the repo).
@@ -30,6 +35,14 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 from metadata_servers import metadata_server  # noqa: E402
 
 PHASES = ["create", "stat", "open_close", "readdir", "rename", "unlink", "mkdir", "rmdir"]
+ENGINES = "sqlite,redis,postgres,postgres-async,etcd"
+# Engine variants: (server to start, what to add to its URL).
+VARIANTS = {"postgres-async": ("postgres", "&options=-c%20synchronous_commit%3Doff")}
+
+
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
 def run_mdbench(binary, dirs, n):
@@ -67,7 +80,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=2000, help="files per mount (default 2000)")
-    ap.add_argument("--engines", default="sqlite,redis,postgres,etcd")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs per engine and mount count; the table shows medians (default 3)")
+    ap.add_argument("--engines", default=ENGINES)
     ap.add_argument("--mounts", default="1,2,4",
                     help="mount counts (default 1,2,4; empty: engine latency only)")
     ap.add_argument("--tools", default=DEFAULT_TOOLS)
@@ -75,6 +90,8 @@ def main():
     require_tessera()
     interrupt_on_signals()
     engines = args.engines.split(",")
+    if args.rounds < 1:
+        sys.exit("engines.py: --rounds must be at least 1")
     counts = [int(c) for c in args.mounts.split(",") if c]  # "" : engine latency only
     work = tempfile.mkdtemp(prefix="tessera-bench-")
     mounts = Mounts(work)
@@ -87,34 +104,45 @@ def main():
         print_header("tessera metadata engines benchmark", [
             ("version", tessera_version()),
             *machine_rows(),
-            ("workload", f"mdbench -n {args.n} on each mount at once; the sum of the rates"),
+            ("workload", f"mdbench -n {args.n} on each mount at once; the sum of the rates, "
+                         f"median of {args.rounds} rounds"),
             ("mounts", "tessera mount -d (defaults: 1 s attribute/entry cache), local-directory "
                        "bucket"),
         ])
         for engine in engines:
-            with metadata_server(engine) as server:
+            kind, url_extra = VARIANTS.get(engine, (engine, ""))
+            with metadata_server(kind) as server:
+                url = server.url + url_extra
                 bucket = mounts.dir(f"bucket-{engine}")
-                mounts.tessera_format(server.url, bucket)
+                mounts.tessera_format(url, bucket)
                 for count in counts:
                     live = []
                     for i in range(count):
                         mp = mounts.dir(f"{engine}-{count}-{i}")
-                        live.append(mounts.tessera(server.url, mp,
-                                                   os.path.join(work, f"{engine}.log")))
-                    # mdbench works in a directory of its own under each mount.
-                    figures = run_mdbench(mdbench, [m.path for m in live], args.n)
+                        live.append(mounts.tessera(url, mp, os.path.join(work, f"{engine}.log")))
+                    rounds = []
+                    for r in range(args.rounds):
+                        # mdbench works in a fresh directory of its own under each mount.
+                        dirs = [os.path.join(m.path, f"mount{i}-round{r}")
+                                for i, m in enumerate(live)]
+                        for d in dirs:
+                            os.mkdir(d)
+                        rounds.append(run_mdbench(mdbench, dirs, args.n))
+                        for d in dirs:
+                            os.rmdir(d)
+                    figures = {p: median([f.get(p, 0.0) for f in rounds]) for p in PHASES}
                     results[(engine, count)] = figures
                     print(f"{engine} x{count}: " + ", ".join(
                         f"{p} {figures.get(p, 0):,.0f}" for p in PHASES), flush=True)
                     for m in live:
                         mounts.unmount(m)
-                latency[engine] = run_mdtest(server.url)
+                latency[engine] = run_mdtest(url)
     finally:
         mounts.close()
 
     print()
     print("ops/s through the mounts (sum over the mounts)")
-    label_w = 16
+    label_w = 20
     print(f"{'engine':<{label_w}}" + "".join(f"{p:>11}" for p in PHASES))
     for engine in engines:
         for count in counts:

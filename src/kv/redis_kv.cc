@@ -22,11 +22,9 @@ constexpr int kConnectTimeoutMs = 5000;
 // A script over a large range can take a while; a dead server must not hang
 // the caller for ever.
 constexpr int kCommandTimeoutMs = 30000;
-// Undo records outlive the longest transaction that still wants to read its
-// snapshot; older snapshots get kConflict and are retried.
-constexpr int kUndoTtlSeconds = 600;
 // Rebuilding a snapshot walks one undo record per commit since: past this
-// many the read gives up with kConflict instead of doing unbounded work.
+// many the read gives up with kConflict instead of doing unbounded work (and
+// is retried), and undo records that old are deleted.
 constexpr int kMaxSnapshotLag = 2000;
 // Values this process read or wrote lately, kept with the version they are
 // known at (RedisReadCache): at most this many keys, and no absence older
@@ -115,8 +113,8 @@ return out
 // KEYS[5]: hash key -> version of its last change; KEYS[6]: sorted set of
 // deleted keys by the version of their delete, whose entries in KEYS[5] go
 // once no commit can be checked against that old a version any more.
-// ARGV[1] undo TTL, ARGV[2] maximum lag, ARGV[3] number of keys read,
-// ARGV[4] number of ranges scanned, ARGV[5] the oldest version a range or
+// ARGV[1] maximum lag, ARGV[2] number of keys read,
+// ARGV[3] number of ranges scanned, ARGV[4] the oldest version a range or
 // an absent key was read at ("" = none), then each key read with the
 // version it was read at, then each range as a first key, a past-the-end
 // key ("" = no end) and the version it was read at, then the writes: "p"
@@ -129,11 +127,11 @@ return out
 // when there is nothing to write (a check of the reads).
 const std::string kCommitScript = std::string(kChunkedCall) + R"lua(
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local nreads, nranges = tonumber(ARGV[3]), tonumber(ARGV[4])
-local maxlag = tonumber(ARGV[2])
-local i = 6
-if ARGV[5] ~= '' then
-  local base = tonumber(ARGV[5])
+local nreads, nranges = tonumber(ARGV[2]), tonumber(ARGV[3])
+local maxlag = tonumber(ARGV[1])
+local i = 5
+if ARGV[4] ~= '' then
+  local base = tonumber(ARGV[4])
   if base > cur or cur - base > maxlag then return -1 end
 end
 if nreads > 0 then
@@ -223,12 +221,18 @@ chunked('ZADD', KEYS[6], buried)
 chunked('HSET', KEYS[5], versions)
 local u = KEYS[4] .. now
 chunked('HSET', u, undo)
--- Versions of keys deleted more than the maximum lag ago: a read that old
--- fails the lag check above before it would look for them.
-local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - maxlag - 1, 'LIMIT', 0, 64)
-chunked('HDEL', KEYS[5], gone)
-chunked('ZREM', KEYS[6], gone)
-redis.call('EXPIRE', u, tonumber(ARGV[1]))
+-- Versions of keys deleted more than the maximum lag ago, and undo records
+-- that old: a read that old fails the lag check above before it would look
+-- for them. Every 32nd commit does it for many: each call a script makes
+-- costs the server a few microseconds, whatever it does.
+if now % 32 == 0 then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - maxlag - 1, 'LIMIT', 0, 4096)
+  chunked('HDEL', KEYS[5], gone)
+  chunked('ZREM', KEYS[6], gone)
+  local expired = {}
+  for v = math.max(1, now - maxlag - 31), now - maxlag do expired[#expired + 1] = KEYS[4] .. v end
+  if #expired > 0 then redis.call('DEL', unpack(expired)) end
+end
 redis.call('SET', KEYS[1], now)
 return now
 )lua";
@@ -490,7 +494,7 @@ class RedisKvStore : public KvStore {
   }
 
   // Evicted keys would silently lose metadata: only policies that never
-  // evict our keys (they have no TTL, except undo records) are accepted.
+  // evict our keys (none has a TTL) are accepted.
   Status CheckEvictionPolicy() {
     ASSIGN_OR_RETURN(Context c, Acquire());
     Reply r = c->Command({"CONFIG", "GET", "maxmemory-policy"});
@@ -704,8 +708,7 @@ class RedisTxn : public BufferedKvTxn {
       if (r.absent) oldest = std::min(oldest.value_or(r.version), r.version);
     }
     for (const ReadRange& r : read_ranges_) oldest = std::min(oldest.value_or(r.version), r.version);
-    std::vector<std::string> args = {std::to_string(kUndoTtlSeconds),
-                                     std::to_string(kMaxSnapshotLag),
+    std::vector<std::string> args = {std::to_string(kMaxSnapshotLag),
                                      std::to_string(read_keys_.size()),
                                      std::to_string(read_ranges_.size()),
                                      oldest ? std::to_string(*oldest) : std::string()};

@@ -8,7 +8,7 @@
 //              returns them ordered by unsigned bytes
 //   {P}:v      commit counter (the version), bumped by every commit that writes
 //   {P}:u:N    undo record of commit N: key -> value before N ("1"+value,
-//              or "0" when absent); expires after kUndoTtlSeconds
+//              or "0" when absent); deleted kMaxSnapshotLag commits later
 //   {P}:m      hash: key -> version of its last change
 //   {P}:t      deleted keys by the version of their delete (their {P}:m
 //              entries go after kMaxSnapshotLag commits)
@@ -20,7 +20,7 @@
 // read; its commit fails with kConflict when a key read changed after its
 // version or a key in a scanned range after the range was read, so
 // conflicts are per key and range. Reads return kConflict when a snapshot
-// is too old to rebuild (undo records expired, or too many commits since).
+// is too old to rebuild (more than kMaxSnapshotLag commits since).
 #pragma once
 
 #include <memory>

@@ -269,8 +269,8 @@ class Meta {
   // Files whose last link goes (unlink, rename over them) while nobody holds
   // them open here are reclaimed in the background (meta_reclaim.cc): the
   // unlink commits at once, and a thread of this client deletes the file's
-  // keys and data soon after; until then the file still counts in the
-  // volume's usage. A record per file (R<ino>) makes this survive a crash:
+  // keys and data soon after (the unlink took it out of the volume's usage
+  // at once). A record per file (R<ino>) makes this survive a crash:
   // ReclaimUnlinked finishes what any client left (up to `limit` records;
   // returns how many files it deleted). DrainReclaims waits up to
   // `timeout_ms` for this client's queue to empty (unmount calls it).
