@@ -48,6 +48,9 @@ Options:
                           number is MiB (default 300)
   --max-uploads N         block uploads at once (default 20)
   --max-downloads N       block downloads (readahead) at once (default 16)
+  --max-deletes N         slices whose blocks are deleted at once, in the
+                          background, after their last reference went
+                          (default 10)
   --prefetch N            blocks a sequential reader fetches ahead (default 8)
   --cache-dir DIR         local disk cache (default /var/lib/tessera/cache
                           for root, ~/.tessera/cache; off by default for
@@ -238,6 +241,10 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
       }
       // Slices replaced by compaction (here or on any client) go once due.
       if (auto n = vfs.DeleteDueSlices(); !n.ok()) LogWarn("deleting slices: " + n.status().ToString());
+      // Freed slices whose blocks nobody deleted yet (a crash, an error).
+      if (auto n = vfs.QueueFreedSlices(); !n.ok()) {
+        LogWarn("queueing freed slices: " + n.status().ToString());
+      }
       lock.lock();
     }
   });
@@ -371,7 +378,7 @@ int RunMount(int argc, char** argv) {
   args.Flag("debug");
   args.Flag("writeback");
   for (const char* v : {"log", "attr-cache", "entry-cache", "dir-entry-cache", "max-threads",
-                        "heartbeat", "meta-timeout", "atime-mode", "buffer-size", "max-uploads", "max-downloads",
+                        "heartbeat", "meta-timeout", "atime-mode", "buffer-size", "max-uploads", "max-deletes", "max-downloads",
                         "prefetch", "cache-dir", "cache-size", "free-space-ratio",
                         "memory-cache", "upload-delay"}) {
     args.Value(v);
@@ -478,6 +485,11 @@ int RunMount(int argc, char** argv) {
     auto n = ParseUint(*v, "--max-uploads");
     if (!n.ok() || *n == 0 || *n > 1000) return Fail("mount", "--max-uploads must be 1 to 1000, not '" + *v + "'");
     cfg.vfs.max_uploads = static_cast<size_t>(*n);
+  }
+  if (auto v = args.Get("max-deletes")) {
+    auto n = ParseUint(*v, "--max-deletes");
+    if (!n.ok() || *n == 0 || *n > 1000) return Fail("mount", "--max-deletes must be 1 to 1000, not '" + *v + "'");
+    cfg.vfs.max_deletes = static_cast<size_t>(*n);
   }
   if (auto v = args.Get("atime-mode")) {
     if (*v == "noatime") cfg.vfs.atime_mode = AtimeMode::kNoAtime;

@@ -25,6 +25,12 @@ using SliceId = StrongId<struct SliceTag>;
 using SessionId = StrongId<struct SessionTag>;
 
 inline constexpr InodeId kRootInode{1};
+// The trash: a directory ".trash" at the root (not listed there), holding a
+// directory per hour whose inode is kTrashInode + 1 + hours since the epoch.
+// Inode numbers handed out to files never reach this range.
+inline constexpr InodeId kTrashInode{0x7FFF'0000'0000'0000};
+inline constexpr const char* kTrashName = ".trash";
+inline bool IsTrashDir(InodeId ino) { return ino.value() >= kTrashInode.value(); }
 // A chunk covers this many bytes of a file (fixed by the data format).
 inline constexpr uint64_t kChunkSize = 64ull << 20;
 // Chunk indexes are 32-bit: 2^32 chunks of 64 MiB (256 PiB) per file.

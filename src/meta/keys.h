@@ -70,6 +70,8 @@ inline std::string XattrsBegin(InodeId ino) { return InodePrefix(ino) + "X"; }
 inline std::string XattrsEnd(InodeId ino) { return InodePrefix(ino) + "Y"; }
 // A<ino>F: flock holders; A<ino>P: POSIX byte-range locks (meta_lock.cc).
 inline std::string Flocks(InodeId ino) { return InodePrefix(ino) + "F"; }
+// A[ino]T: the path an entry of the trash had when it was deleted.
+inline std::string TrashOrigin(InodeId ino) { return InodePrefix(ino) + "T"; }
 inline std::string PosixLocks(InodeId ino) { return InodePrefix(ino) + "P"; }
 // Everything stored under one inode.
 inline std::string InodeBegin(InodeId ino) { return InodePrefix(ino); }
@@ -92,6 +94,18 @@ inline std::string DelayedSlice(int64_t due_ns, SliceId id, uint32_t size) {
 }
 inline std::string DelayedSlicesBegin() { return "L"; }
 inline std::string DelayedSlicesEnd() { return "M"; }
+// G<slice id><size>: a slice whose last reference went, written in the same
+// transaction; its blocks are deleted by a background queue, which then
+// removes the record. Whatever a crash leaves is finished by the next
+// client (or `tessera gc`).
+inline std::string FreedSlice(SliceId id, uint32_t size) {
+  std::string k = "G";
+  PutBig64(&k, id.value());
+  PutBig32(&k, size);
+  return k;
+}
+inline std::string FreedSlicesBegin() { return "G"; }
+inline std::string FreedSlicesEnd() { return "H"; }
 // R<ino>: a file whose last link went while no client of this volume held
 // it open here; its keys and data are deleted in the background
 // (meta_reclaim.cc).
@@ -125,6 +139,9 @@ inline std::string SessionLock(SessionId sid, InodeId ino) {
   PutBig64(&k, ino.value());
   return k;
 }
+// N<name>: a lease on a volume-wide background job (value: the holding
+// session and the time it expires), so that one client runs it at a time.
+inline std::string Lease(std::string_view name) { return "N" + std::string(name); }
 // The volume settings.
 inline std::string Settings() { return "setting"; }
 

@@ -354,6 +354,12 @@ Result<EntryInfo> Meta::Lookup(const Context&, InodeId parent, std::string_view 
       Attr dir;
       RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
       RETURN_IF_ERROR(CheckDir(dir, parent));
+      // The trash is not an entry of the root (listings skip it) but has
+      // its name there, once something was deleted into it.
+      if (parent == kRootInode && name == kTrashName) {
+        out.inode = kTrashInode;
+        return LoadAttr(txn, kTrashInode, &out.attr);
+      }
       return NotFound("no such entry");
     }
     ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(*entry));
@@ -361,6 +367,7 @@ Result<EntryInfo> Meta::Lookup(const Context&, InodeId parent, std::string_view 
     return LoadAttr(txn, e.inode, &out.attr);
   }));
   hints_.Note(parent, name, out.inode);
+  if (out.attr.IsDir()) paths_.Note(out.inode, parent, name);
   return out;
 }
 
@@ -373,6 +380,7 @@ Result<Attr> Meta::GetAttr(InodeId ino) {
 Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view name, uint32_t mode,
                         uint32_t rdev, std::string_view symlink_target, EntryInfo* out) {
   RETURN_IF_ERROR(CheckName(name));
+  RETURN_IF_ERROR(meta_internal::CheckNotReserved(parent, name));
   ASSIGN_OR_RETURN(InodeId ino, NextInode());
   const bool is_dir = S_ISDIR(mode);
   Attr dir_after;
@@ -383,6 +391,7 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
     RETURN_IF_ERROR(CheckDir(dir, parent));
+    RETURN_IF_ERROR(meta_internal::CheckNotInTrash(parent, dir));
     ASSIGN_OR_RETURN(auto existing, txn.Get(keys::Entry(parent, name)));
     if (existing) return Exists("entry exists");
     if (settings_.inodes > 0) {
@@ -420,6 +429,7 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
   }));
   NoteDir(parent, &dir_after);
   hints_.Note(parent, name, ino);
+  if (is_dir) paths_.Note(ino, parent, name);
   return Status::Ok();
 }
 
@@ -441,11 +451,21 @@ Result<EntryInfo> Meta::Mkdir(const Context& ctx, InodeId parent, std::string_vi
 
 Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, bool want_dir) {
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
+  // Inside the trash an entry goes for good; elsewhere into the trash when
+  // it is on. The path is what this client knows, found before the
+  // transaction so that it reads no ancestor.
+  const bool trash_on = settings_.trash_days > 0 && !IsTrashDir(parent);
+  const std::string origin = trash_on ? OriginPath(parent, name) : std::string();
+  const int64_t now = NowNanos();
   InodeId kept, removed, reclaimed;
   Attr dir_after;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     kept = reclaimed = InodeId();
-    RETURN_IF_ERROR(Prefetch(txn, EntryReads(parent, name)));
+    std::vector<std::string> reads = EntryReads(parent, name);
+    if (trash_on) {
+      for (std::string& key : TrashReads(now)) reads.push_back(std::move(key));
+    }
+    RETURN_IF_ERROR(Prefetch(txn, reads));
     Attr dir;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &dir));
     RETURN_IF_ERROR(CheckDir(dir, parent));
@@ -454,33 +474,44 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
     ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(*raw));
     Attr a;
     RETURN_IF_ERROR(LoadAttr(txn, e.inode, &a));
-    int64_t now = NowNanos();
+    // A directory in an hour directory of the trash is in the trash too.
+    const bool to_trash = trash_on && !IsTrashDir(dir.parent);
     if (want_dir) {
       if (!a.IsDir()) return Status(StatusCode::kNotDir, "not a directory");
       ASSIGN_OR_RETURN(ScanResult children,
                        txn.Scan(keys::EntriesBegin(e.inode), keys::EntriesEnd(e.inode), 1));
       if (!children.items.empty()) return Status(StatusCode::kNotEmpty, "directory not empty");
-      RETURN_IF_ERROR(meta_internal::DeleteXattrs(txn, e.inode));
-      txn.Delete(keys::Attr(e.inode));
-      meta_internal::IncrementCounter(txn, keys::kUsedInodes, -1);
-      dir.nlink--;
+      if (to_trash) {
+        RETURN_IF_ERROR(MoveToTrash(txn, parent, name, e, &a, now, origin));
+      } else {
+        RETURN_IF_ERROR(meta_internal::DeleteXattrs(txn, e.inode));
+        txn.Delete(keys::Attr(e.inode));
+        txn.Delete(keys::TrashOrigin(e.inode));
+        // The trash and its hour directories are not counted.
+        if (!IsTrashDir(e.inode)) meta_internal::IncrementCounter(txn, keys::kUsedInodes, -1);
+      }
+      if (!IsTrashDir(parent)) dir.nlink--;  // the trash's own directories keep nlink 1
     } else {
       if (a.IsDir()) return Status(StatusCode::kIsDir, "is a directory");
-      a.nlink--;
-      a.ctime_ns = now;
-      if (a.nlink > 0) {
-        PutAttr(txn, e.inode, a);
-      } else if (IsOpen(e.inode)) {
-        // Still open here: keep the data until the last close.
-        PutAttr(txn, e.inode, a);
-        txn.Put(keys::SustainedInode(session_, e.inode), "");
-        meta_internal::UncountInode(txn, a);
-        kept = e.inode;
+      if (to_trash && a.nlink == 1) {
+        RETURN_IF_ERROR(MoveToTrash(txn, parent, name, e, &a, now, origin));
       } else {
-        PutAttr(txn, e.inode, a);
-        txn.Put(keys::Reclaim(e.inode), "");
-        meta_internal::UncountInode(txn, a);  // its space is free at once
-        reclaimed = e.inode;
+        a.nlink--;
+        a.ctime_ns = now;
+        if (a.nlink > 0) {
+          PutAttr(txn, e.inode, a);
+        } else if (IsOpen(e.inode)) {
+          // Still open here: keep the data until the last close.
+          PutAttr(txn, e.inode, a);
+          txn.Put(keys::SustainedInode(session_, e.inode), "");
+          meta_internal::UncountInode(txn, a);
+          kept = e.inode;
+        } else {
+          PutAttr(txn, e.inode, a);
+          txn.Put(keys::Reclaim(e.inode), "");
+          meta_internal::UncountInode(txn, a);  // its space is free at once
+          reclaimed = e.inode;
+        }
       }
     }
     txn.Delete(keys::Entry(parent, name));
@@ -491,7 +522,10 @@ Status Meta::RemoveEntry(const Context&, InodeId parent, std::string_view name, 
     return Status::Ok();
   }));
   NoteDir(parent, &dir_after);
-  if (want_dir) NoteDir(removed, nullptr);
+  if (want_dir) {
+    NoteDir(removed, nullptr);
+    paths_.Forget(removed);
+  }
   hints_.Forget(parent, name);
   ScheduleReclaim(reclaimed);
   return KeepUntilClosed(kept);
@@ -510,16 +544,25 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
   if (flags == RENAME_EXCHANGE) return RenameExchange(parent, name, new_parent, new_name);
   if (flags & ~static_cast<uint32_t>(RENAME_NOREPLACE)) return Invalid("unknown rename flags");
   RETURN_IF_ERROR(CheckName(new_name));
+  RETURN_IF_ERROR(meta_internal::CheckNotReserved(new_parent, new_name));
   if (name.size() > 255) return Status(StatusCode::kNameTooLong, "name longer than 255 bytes");
+  // A file replaced by the rename goes into the trash when it is on.
+  const bool trash_on = settings_.trash_days > 0 && !IsTrashDir(new_parent);
+  const std::string origin = trash_on ? OriginPath(new_parent, new_name) : std::string();
+  const int64_t now = NowNanos();
   InodeId kept, reclaimed;
   Attr src_after, dst_after;
   InodeId moved_ino, replaced;
+  bool moved_is_dir = false;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
     kept = reclaimed = InodeId();
     moved_ino = replaced = InodeId();
     const bool same_dir = parent == new_parent;
     std::vector<std::string> reads = EntryReads(parent, name);
     for (std::string& key : EntryReads(new_parent, new_name)) reads.push_back(std::move(key));
+    if (trash_on) {
+      for (std::string& key : TrashReads(now)) reads.push_back(std::move(key));
+    }
     RETURN_IF_ERROR(Prefetch(txn, reads));
     Attr src_dir, dst_dir_storage;
     RETURN_IF_ERROR(LoadAttr(txn, parent, &src_dir));
@@ -529,6 +572,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
       RETURN_IF_ERROR(CheckDir(dst_dir_storage, new_parent));
     }
     Attr& dst_dir = same_dir ? src_dir : dst_dir_storage;
+    RETURN_IF_ERROR(meta_internal::CheckNotInTrash(new_parent, dst_dir));
 
     ASSIGN_OR_RETURN(auto raw, txn.Get(keys::Entry(parent, name)));
     if (!raw) return NotFound("no such entry");
@@ -537,6 +581,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     moved_ino = src.inode;
     Attr moved;
     RETURN_IF_ERROR(LoadAttr(txn, src.inode, &moved));
+    moved_is_dir = moved.IsDir();
 
     // A directory may not move into its own subtree.
     if (moved.IsDir() && !same_dir) {
@@ -549,7 +594,6 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
       }
     }
 
-    int64_t now = NowNanos();
     ASSIGN_OR_RETURN(auto raw_dst, txn.Get(keys::Entry(new_parent, new_name)));
     if (raw_dst) {
       if (flags & RENAME_NOREPLACE) return Exists("target exists");
@@ -569,16 +613,19 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
         dst_dir.nlink--;
       } else {
         if (victim.IsDir()) return Status(StatusCode::kIsDir, "target is a directory");
-        victim.nlink--;
-        victim.ctime_ns = now;
-        if (victim.nlink > 0) {
+        if (trash_on && victim.nlink == 1) {
+          RETURN_IF_ERROR(MoveToTrash(txn, new_parent, new_name, dst, &victim, now, origin));
+        } else if (--victim.nlink > 0) {
+          victim.ctime_ns = now;
           PutAttr(txn, dst.inode, victim);
         } else if (IsOpen(dst.inode)) {
+          victim.ctime_ns = now;
           PutAttr(txn, dst.inode, victim);
           txn.Put(keys::SustainedInode(session_, dst.inode), "");
           meta_internal::UncountInode(txn, victim);
           kept = dst.inode;
         } else {
+          victim.ctime_ns = now;
           PutAttr(txn, dst.inode, victim);
           txn.Put(keys::Reclaim(dst.inode), "");
           meta_internal::UncountInode(txn, victim);
@@ -589,6 +636,8 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
 
     txn.Delete(keys::Entry(parent, name));
     txn.Put(keys::Entry(new_parent, new_name), EncodeEntry(src));
+    // Moved out of the trash by hand: no longer a trash entry.
+    if (IsTrashDir(parent) || IsTrashDir(src_dir.parent)) txn.Delete(keys::TrashOrigin(src.inode));
     moved.ctime_ns = now;
     if (moved.IsDir() && !same_dir) {
       moved.parent = new_parent;
@@ -613,6 +662,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     if (replaced.value() != 0) NoteDir(replaced, nullptr);
     hints_.Forget(parent, name);
     hints_.Note(new_parent, new_name, moved_ino);
+    if (moved_is_dir) paths_.Note(moved_ino, new_parent, new_name);
   }
   ScheduleReclaim(reclaimed);
   return KeepUntilClosed(kept);
@@ -651,6 +701,9 @@ Result<DirPage> Meta::ReadDir(InodeId dir, uint64_t after_cookie, size_t limit, 
     }
     return Status::Ok();
   }));
+  for (const DirItem& d : out.items) {
+    if (S_ISDIR(d.type)) paths_.Note(d.inode, dir, d.name);
+  }
   return out;
 }
 

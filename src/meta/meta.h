@@ -120,6 +120,33 @@ class NameHints {
   std::unordered_map<std::string, InodeId> map_;  // by entry key
 };
 
+// Where this client saw each directory: its parent and name, from lookups,
+// creates, listings and renames here. Gives the path a deleted entry had
+// (the trash records it) without reading every ancestor. Bounded
+// (kMaxDirs); a directory not known here is resolved from metadata.
+class DirPaths {
+ public:
+  void Note(InodeId dir, InodeId parent, std::string_view name);
+  void Forget(InodeId dir);
+  // "/a/b" for a directory known up to the root; nullopt otherwise.
+  std::optional<std::string> Path(InodeId dir);
+
+ private:
+  static constexpr size_t kMaxDirs = 100'000;
+  std::mutex mu_;
+  std::unordered_map<uint64_t, std::pair<InodeId, std::string>> map_;  // by inode
+};
+
+// An entry of the trash (Meta::ListTrash).
+struct TrashItem {
+  std::string hour;  // YYYY-MM-DD-HH (UTC) of the deletion: the directory it is in
+  InodeId hour_dir;
+  std::string name;  // <parent>_<inode>_<name> in that directory
+  InodeId inode;
+  Attr attr;
+  std::string origin;  // its path when deleted ("" when unknown)
+};
+
 class Meta {
  public:
   // Called after a commit with slices no file references any more; the data
@@ -255,6 +282,15 @@ class Meta {
   // How many slices wait for delayed deletion.
   Result<uint64_t> CountDelayedSlices();
 
+  // Slices whose last reference went (keys::FreedSlice records), to have
+  // their blocks deleted: the slice deleter gets them right after the
+  // commit; what it did not finish (a crash, an error, a full queue) any
+  // client finds here. At most `limit`, in id order, after `after`.
+  Result<std::vector<SliceRef>> FreedSlices(size_t limit, SliceId after = SliceId(0));
+  // Forgets freed slices whose blocks are deleted, in one transaction.
+  Status DropFreedSlices(const std::vector<SliceRef>& slices);
+  Result<uint64_t> CountFreedSlices();
+
   // Sets the access time only (reads do not change ctime).
   Status TouchAtime(InodeId ino, int64_t atime_ns);
   // fallocate(2): mode 0 (extend), FALLOC_FL_KEEP_SIZE, PUNCH_HOLE and
@@ -276,6 +312,33 @@ class Meta {
   // `timeout_ms` for this client's queue to empty (unmount calls it).
   Result<size_t> ReclaimUnlinked(size_t limit);
   void DrainReclaims(int64_t timeout_ms);
+
+  // The trash (meta_trash.cc). With trash days > 0 in the settings, the
+  // unlink of a file's last name, rmdir, and a rename over a file's last
+  // name move the entry into .trash/<hour>/<parent>_<inode>_<name> (the
+  // hour of the deletion, UTC) and record the path it had; the file keeps
+  // its data and its usage until the trash is emptied. The trash and its
+  // hour directories are read-only (nothing can be created or moved into
+  // them); an unlink or rmdir inside them deletes for good.
+  //
+  // Every entry of the trash, hour by hour.
+  Status ListTrash(const std::function<Status(const TrashItem&)>& fn);
+  // Moves an entry of the trash back to the path it was deleted from,
+  // creating missing parent directories (mode 0755); *restored_to gets the
+  // path. kExists when something has that name now; kNotFound when the
+  // entry left the trash meanwhile; kInvalid when its path is unknown.
+  Status RestoreFromTrash(const Context& ctx, const TrashItem& item, std::string* restored_to);
+  // Deletes the entries of hour directories older than the trash days (all
+  // of them when the trash is off), at most `budget` entries per call;
+  // returns how many went. One client at a time does it (a lease renewed
+  // with each call); others return 0 at once.
+  Result<uint64_t> EmptyTrash(int64_t now_ns, uint64_t budget);
+  // Removes `name` in `parent` with everything below it, deepest first, in
+  // batches of entries (one transaction each): into the trash entry by
+  // entry when it is on (as unlink and rmdir would), else for good.
+  // `progress` is told the entries removed so far. Returns how many went.
+  Result<uint64_t> RemoveTree(const Context& ctx, InodeId parent, std::string_view name,
+                              const std::function<void(uint64_t)>& progress = {});
 
   // Open files: an inode unlinked while open here keeps its data until the
   // last Close.
@@ -309,6 +372,24 @@ class Meta {
   Status CreateNode(const Context& ctx, InodeId parent, std::string_view name, uint32_t mode,
                     uint32_t rdev, std::string_view symlink_target, EntryInfo* out);
   Status RemoveEntry(const Context& ctx, InodeId parent, std::string_view name, bool dir);
+  // The path `name` in `parent` has, and the path of a directory, as this
+  // client knows them ("" when they cannot be found).
+  std::string OriginPath(InodeId parent, std::string_view name);
+  std::string DirPath(InodeId dir);
+  // Keys a move into the trash at `now_ns` reads (to fetch with the rest).
+  static std::vector<std::string> TrashReads(int64_t now_ns);
+  // Within a transaction: puts the entry `name` of `parent` (inode e, whose
+  // attributes are *a) into the trash hour of `now_ns`, creating the trash
+  // and the hour directory when missing. The caller removes the entry from
+  // the parent.
+  Status MoveToTrash(KvTxn& txn, InodeId parent, std::string_view name, const DirEntryValue& e,
+                     Attr* a, int64_t now_ns, const std::string& origin);
+  // Removes everything below directory `top`, deepest first, in batches:
+  // into the trash when `to_trash`, else for good. Stops after about
+  // `budget` entries (0: no limit). *empty tells whether top has no entries
+  // left.
+  Result<uint64_t> RemoveBelow(InodeId top, bool to_trash, uint64_t budget, bool* empty,
+                               const std::function<void(uint64_t)>& progress);
   std::vector<std::string> EntryReads(InodeId dir, std::string_view name);
   Status RenameExchange(InodeId parent, std::string_view name, InodeId new_parent,
                         std::string_view new_name);
@@ -347,6 +428,7 @@ class Meta {
   std::unordered_set<InodeId> sustained_;  // guarded by open_mu_
 
   NameHints hints_;
+  DirPaths paths_;
 
   std::mutex reclaim_mu_;
   std::condition_variable reclaim_cv_;

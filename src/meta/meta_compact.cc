@@ -47,7 +47,9 @@ Status Meta::CompactChunk(InodeId ino, uint32_t chunk, size_t first,
       if (std::find(kept.begin(), kept.end(), slice) != kept.end()) continue;
       RETURN_IF_ERROR(ReleaseSlice(txn, slice, &freed));
     }
+    // Deleted later rather than at once (ReleaseSlice queued them).
     for (const SliceRef& slice : freed) {
+      txn.Delete(keys::FreedSlice(slice.id, slice.size));
       txn.Put(keys::DelayedSlice(delete_after_ns, slice.id, slice.size), "");
     }
     return Status::Ok();
@@ -90,13 +92,15 @@ Status Meta::DropDueSlice(const DelayedSlice& slice) {
   });
 }
 
-Result<uint64_t> Meta::CountDelayedSlices() {
+namespace {
+
+Result<uint64_t> CountKeys(KvStore& kv, const std::string& begin, const std::string& end) {
   uint64_t count = 0;
-  RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
+  RETURN_IF_ERROR(WithReadTransaction(kv, [&](KvTxn& txn) -> Status {
     count = 0;
-    std::string from = keys::DelayedSlicesBegin();
+    std::string from = begin;
     while (true) {
-      ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, keys::DelayedSlicesEnd(), 1024));
+      ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, 1024));
       count += page.items.size();
       if (!page.more || page.items.empty()) break;
       from = page.items.back().key + '\0';
@@ -104,6 +108,40 @@ Result<uint64_t> Meta::CountDelayedSlices() {
     return Status::Ok();
   }));
   return count;
+}
+
+}  // namespace
+
+Result<uint64_t> Meta::CountDelayedSlices() {
+  return CountKeys(*kv_, keys::DelayedSlicesBegin(), keys::DelayedSlicesEnd());
+}
+
+Result<uint64_t> Meta::CountFreedSlices() {
+  return CountKeys(*kv_, keys::FreedSlicesBegin(), keys::FreedSlicesEnd());
+}
+
+Result<std::vector<SliceRef>> Meta::FreedSlices(size_t limit, SliceId after) {
+  std::vector<SliceRef> out;
+  const std::string from = after.value() == 0 ? keys::FreedSlicesBegin()
+                                              : keys::FreedSlice(after, UINT32_MAX) + '\0';
+  RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    out.clear();
+    ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, keys::FreedSlicesEnd(), limit));
+    for (const auto& item : page.items) {
+      if (item.key.size() != 1 + 8 + 4) return Corrupt("malformed freed slice key");
+      out.push_back(SliceRef{SliceId(GetBig64(item.key.data() + 1)), GetBig32(item.key.data() + 9)});
+    }
+    return Status::Ok();
+  }));
+  return out;
+}
+
+Status Meta::DropFreedSlices(const std::vector<SliceRef>& slices) {
+  if (slices.empty()) return Status::Ok();
+  return WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
+    for (const SliceRef& s : slices) txn.Delete(keys::FreedSlice(s.id, s.size));
+    return Status::Ok();
+  });
 }
 
 }  // namespace tessera

@@ -349,7 +349,8 @@ Status Checker::Visit(const KeyValue& kv) {
       // background or still open somewhere.
       if (a->nlink > 0 || a->IsDir()) {
         if (a->IsFile()) space_sum_ += SpaceOf(a->length);
-        if (ino != kRootInode.value()) inode_count_++;
+        // The trash's own directories are not counted either.
+        if (ino != kRootInode.value() && !IsTrashDir(InodeId(ino))) inode_count_++;
       }
     } else if (tag == 'D' && key.size() >= 18) {
       auto e = DecodeEntry(kv.value);
@@ -473,6 +474,7 @@ Result<std::string> Checker::NameAt(uint64_t dir, uint64_t hash, uint64_t child)
 
 Result<std::string> Checker::DirPath(uint64_t dir, int depth) {
   if (dir == kRootInode.value()) return std::string();
+  if (dir == kTrashInode.value()) return "/" + std::string(kTrashName);
   auto cached = dir_paths_.find(dir);
   if (cached != dir_paths_.end()) return cached->second;
   std::string path;
@@ -704,9 +706,11 @@ Status Checker::CheckTree() {
       if (bad) entry_problems.push_back(ino);
     }
     if (!(n.flags & kHasAttr)) continue;
-    const bool root = ino == kRootInode.value();
+    // The trash is named by the root without an entry; its directories keep
+    // nlink 1 (see meta_trash.cc).
+    const bool root = ino == kRootInode.value() || ino == kTrashInode.value();
     if (S_ISDIR(n.mode)) {
-      if (n.nlink != 2 + n.subdirs && InScope(ino)) dirs.push_back(ino);
+      if (n.nlink != 2 + n.subdirs && !IsTrashDir(InodeId(ino)) && InScope(ino)) dirs.push_back(ino);
       if (!root && n.refs == 0 && scope_root_ == 0) suspects.push_back(ino);
     } else if (n.refs == 0) {
       if (n.flags & kHeld) {

@@ -39,6 +39,7 @@ Result<std::string> Meta::ReadLink(InodeId ino) {
 Result<EntryInfo> Meta::Link(const Context&, InodeId ino, InodeId new_parent,
                              std::string_view new_name) {
   RETURN_IF_ERROR(CheckName(new_name));
+  RETURN_IF_ERROR(meta_internal::CheckNotReserved(new_parent, new_name));
   EntryInfo out;
   Attr dir_after;
   RETURN_IF_ERROR(WithTransaction(*kv_, [&](KvTxn& txn) -> Status {
@@ -46,6 +47,7 @@ Result<EntryInfo> Meta::Link(const Context&, InodeId ino, InodeId new_parent,
     RETURN_IF_ERROR(LoadAttr(txn, new_parent, &dir));
     if (!dir.IsDir()) return Status(StatusCode::kNotDir, "not a directory");
     if (dir.nlink == 0) return NotFound("directory was removed");
+    RETURN_IF_ERROR(meta_internal::CheckNotInTrash(new_parent, dir));
     RETURN_IF_ERROR(LoadAttr(txn, ino, &out.attr));
     if (out.attr.IsDir()) return Status(StatusCode::kNotPermitted, "hard links to directories are not allowed");
     if (out.attr.nlink == 0) return NotFound("file was removed");
@@ -96,6 +98,8 @@ Status Meta::RenameExchange(InodeId parent, std::string_view name, InodeId new_p
       if (!dir_b_storage.IsDir()) return Status(StatusCode::kNotDir, "not a directory");
     }
     Attr& dir_b = same_dir ? dir_a : dir_b_storage;
+    RETURN_IF_ERROR(meta_internal::CheckNotInTrash(parent, dir_a));
+    RETURN_IF_ERROR(meta_internal::CheckNotInTrash(new_parent, dir_b));
     ASSIGN_OR_RETURN(auto raw_a, txn.Get(keys::Entry(parent, name)));
     ASSIGN_OR_RETURN(auto raw_b, txn.Get(keys::Entry(new_parent, new_name)));
     if (!raw_a || !raw_b) return NotFound("both names must exist to exchange them");

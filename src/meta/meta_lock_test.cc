@@ -51,6 +51,7 @@ class MetaLockTest : public ::testing::TestWithParam<std::string> {
     s.name = "lock-vol";
     s.uuid = NewUuid();
     s.bucket = "/tmp/unused";
+    s.trash_days = 0;  // unlink deletes, as the session cleanup below needs
     bool created = false;
     ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
     a_ = OpenClient();

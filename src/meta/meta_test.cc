@@ -476,6 +476,42 @@ TEST_P(MetaTest, UnlinkedFilesGoInTheBackgroundAndAfterACrash) {
   EXPECT_EQ(report->problems(), 0u);
 }
 
+TEST_P(MetaTest, FreedSlicesAreRecordedUntilTheirBlocksAreGone) {
+  const SliceId kept = *meta_->NewSlice(), lost = *meta_->NewSlice();
+  InodeId f = MakeFile(kRootInode, "f");
+  ASSERT_TRUE(meta_->WriteSlice(f, 0, {0, kept, 10, 0, 10}, 1).ok());
+  InodeId g = MakeFile(kRootInode, "g");
+  ASSERT_TRUE(meta_->WriteSlice(g, 0, {0, lost, 20, 0, 20}, 1).ok());
+  // A clone of f's data: f's slice stays referenced by g2.
+  InodeId g2 = MakeFile(kRootInode, "g2");
+  ASSERT_EQ(*meta_->CopyFileRange(f, 0, g2, 0, 10), 10u);
+  EXPECT_TRUE(meta_->FreedSlices(10)->empty());
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "f").ok());
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "g").ok());
+  meta_->DrainReclaims(10'000);
+  // The record is committed with the release; the deleter is told after.
+  auto freed = meta_->FreedSlices(10);
+  ASSERT_TRUE(freed.ok());
+  ASSERT_EQ(freed->size(), 1u);
+  EXPECT_EQ((*freed)[0], (SliceRef{lost, 20}));
+  ASSERT_EQ(freed_.size(), 1u);
+  EXPECT_EQ(freed_[0], (SliceRef{lost, 20}));
+  EXPECT_EQ(*meta_->CountFreedSlices(), 1u);
+  // Pages continue after a slice id.
+  EXPECT_TRUE(meta_->FreedSlices(10, lost)->empty());
+  ASSERT_TRUE(meta_->DropFreedSlices(*freed).ok());
+  EXPECT_EQ(*meta_->CountFreedSlices(), 0u);
+  // The last reference goes: now the shared slice is freed.
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "g2").ok());
+  meta_->DrainReclaims(10'000);
+  freed = meta_->FreedSlices(10);
+  ASSERT_EQ(freed->size(), 1u);
+  EXPECT_EQ((*freed)[0], (SliceRef{kept, 10}));
+  auto report = CheckVolume(meta_->kv(), FsckOptions{}, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->problems(), 0u);
+}
+
 TEST_P(MetaTest, XattrsGoWithTheInode) {
   // More attributes than one scan page, on a file removed by unlink.
   InodeId f = MakeFile(kRootInode, "f");

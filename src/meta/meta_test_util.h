@@ -58,6 +58,8 @@ class MetaFixture : public ::testing::TestWithParam<std::string> {
     s.uuid = NewUuid();
     s.bucket = "/tmp/unused";
     s.capacity = capacity_;
+    // Deleting for good unless a test turns the trash on.
+    s.trash_days = trash_days_;
     bool created = false;
     ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
     ASSERT_TRUE(created);
@@ -113,6 +115,7 @@ class MetaFixture : public ::testing::TestWithParam<std::string> {
 
   Context ctx_{1000, 1000, 1};
   uint64_t capacity_ = 0;
+  uint32_t trash_days_ = 0;
   std::filesystem::path dir_;
   std::unique_ptr<Meta> meta_;
   std::vector<SliceRef> freed_;

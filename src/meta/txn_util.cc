@@ -71,6 +71,8 @@ Status ReleaseSlice(KvTxn& txn, const SliceRef& slice, std::vector<SliceRef>* fr
   ASSIGN_OR_RETURN(auto value, txn.Get(key));
   uint64_t refs = value && value->size() == 8 ? GetBig64(value->data()) : 1;
   if (refs <= 1) {
+    if (value) txn.Delete(key);
+    txn.Put(keys::FreedSlice(slice.id, slice.size), "");
     freed->push_back(slice);
   } else if (refs == 2) {
     txn.Delete(key);  // back to the implicit single reference
@@ -110,7 +112,7 @@ Status DeleteInodeKey(KvTxn& txn, InodeId ino, const KeyValue& kv, std::vector<S
     for (const SliceRef& slice : DistinctSlices(records)) {
       RETURN_IF_ERROR(ReleaseSlice(txn, slice, freed));
     }
-  } else if (kind != 'S' && kind != 'X') {
+  } else if (kind != 'S' && kind != 'X' && kind != 'T') {
     return Status::Ok();
   }
   txn.Delete(kv.key);
@@ -148,6 +150,20 @@ Status DeleteXattrs(KvTxn& txn, InodeId ino) {
     for (const auto& kv : page.items) txn.Delete(kv.key);
     if (!page.more || page.items.empty()) break;
     from = page.items.back().key + '\0';
+  }
+  return Status::Ok();
+}
+
+Status CheckNotReserved(InodeId parent, std::string_view name) {
+  if (parent == kRootInode && name == kTrashName) {
+    return Status(StatusCode::kNotPermitted, "'.trash' at the root is the trash's name");
+  }
+  return Status::Ok();
+}
+
+Status CheckNotInTrash(InodeId dir, const Attr& a) {
+  if (IsTrashDir(dir) || IsTrashDir(a.parent)) {
+    return Status(StatusCode::kNotPermitted, "the trash is read-only");
   }
   return Status::Ok();
 }

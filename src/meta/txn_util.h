@@ -36,7 +36,8 @@ void IncrementCounter(KvTxn& txn, std::string_view name, int64_t delta);
 std::vector<SliceRef> DistinctSlices(const std::vector<SliceRecord>& records);
 // Slice reference counts (key K<id><size>; absent = one reference): a chunk
 // that starts referencing a slice adds one, a chunk that is deleted releases
-// one; a slice released to zero is appended to *freed.
+// one; a slice released to zero is appended to *freed and recorded for
+// deletion (keys::FreedSlice) in the same transaction.
 Status AddSliceRef(KvTxn& txn, const SliceRef& slice);
 Status ReleaseSlice(KvTxn& txn, const SliceRef& slice, std::vector<SliceRef>* freed);
 // Deletes chunks first_chunk.. of a file, releasing their slices.
@@ -57,5 +58,10 @@ Status DeleteXattrs(KvTxn& txn, InodeId ino);
 // Checks a name for a new entry: kNameTooLong past 255 bytes, kInvalid for
 // "", ".", ".." or a name containing '/' or NUL.
 Status CheckName(std::string_view name);
+// kNotPermitted for ".trash" at the root, the trash's name.
+Status CheckNotReserved(InodeId parent, std::string_view name);
+// kNotPermitted when `dir` (attributes `a`) is the trash, one of its hour
+// directories or a directory in one: nothing is created or moved there.
+Status CheckNotInTrash(InodeId dir, const Attr& a);
 
 }  // namespace tessera::meta_internal

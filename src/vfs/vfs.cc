@@ -8,13 +8,18 @@
 #include <chrono>
 #include <thread>
 
+#include "common/log.h"
 #include "common/units.h"
 #include "data/file_reader.h"
 #include "data/readahead.h"
 #include "vfs/meta_chunks.h"
 
 namespace tessera {
+
 namespace {
+
+// Freed slices held in memory for deletion at most; more wait in metadata.
+constexpr size_t kMaxQueuedDeletes = 100'000;
 
 // Directory entries fetched from metadata per ReadDir call.
 constexpr size_t kDirPage = 1024;
@@ -63,10 +68,15 @@ Vfs::Vfs(Meta* meta, SliceStore* slices, VfsOptions options, BlockCache* cache)
       chunks_(std::make_unique<MetaChunks>(meta)),
       reader_(std::make_unique<BlockReader>(slices, cache, options.max_downloads)),
       compactor_(std::make_unique<Compactor>(chunks_.get(), reader_.get(), options.compact)),
-      uploads_(std::make_unique<UploadQueue>(options.max_uploads, options.buffer_bytes)) {
-  meta_->SetSliceDeleter([this](const std::vector<SliceRef>& freed) {
-    for (const SliceRef& s : freed) (void)slices_->Delete(s);
-  });
+      uploads_(std::make_unique<UploadQueue>(options.max_uploads, options.buffer_bytes)),
+      deletes_(std::make_unique<DeleteQueue>(
+          slices, options.max_deletes, kMaxQueuedDeletes, [this](const std::vector<SliceRef>& done) {
+            Status st = meta_->DropFreedSlices(done);
+            if (!st.ok()) LogWarn("forgetting deleted slices: " + st.ToString());
+          })) {
+  // Freed slices are recorded in the commit that freed them; their blocks
+  // go in the background.
+  meta_->SetSliceDeleter([this](const std::vector<SliceRef>& freed) { deletes_->Add(freed); });
   if (options_.attr_timeout_s > 0) {
     meta_->SetDirObserver([this](InodeId dir, const Attr* attr) { NoteDir(dir, attr); });
   }
@@ -79,6 +89,7 @@ Vfs::~Vfs() {
   // Files unlinked here give their blocks back while the store is open.
   meta_->DrainReclaims(10'000);
   meta_->SetSliceDeleter(nullptr);
+  deletes_->Drain(10'000);
   meta_->SetDirObserver(nullptr);
 }
 
@@ -535,6 +546,19 @@ Status Vfs::FlushAll() {
     if (!st.ok() && first.ok()) first = st;
   }
   return first;
+}
+
+Result<size_t> Vfs::QueueFreedSlices() {
+  size_t queued = 0;
+  SliceId after(0);
+  // Bounded by the queue: what does not fit waits for the next call.
+  while (deletes_->pending() < kMaxQueuedDeletes / 2) {
+    ASSIGN_OR_RETURN(std::vector<SliceRef> page, meta_->FreedSlices(1024, after));
+    queued += deletes_->Add(page);
+    if (page.size() < 1024) break;
+    after = page.back().id;
+  }
+  return queued;
 }
 
 Result<size_t> Vfs::DeleteDueSlices() {

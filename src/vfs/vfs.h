@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "common/types.h"
 #include "cache/block_cache.h"
+#include "data/delete_queue.h"
 #include "data/block_reader.h"
 #include "data/chunk_meta.h"
 #include "data/compactor.h"
@@ -46,6 +47,7 @@ struct VfsOptions {
   AtimeMode atime_mode = AtimeMode::kRelAtime;
   size_t max_uploads = 20;                // block uploads running at once
   size_t max_downloads = 16;              // block downloads (readahead) at once
+  size_t max_deletes = 10;                // slices whose blocks are deleted at once
   uint64_t prefetch_blocks = 8;           // how far a sequential reader reads ahead, in blocks
   uint64_t buffer_bytes = 300ull << 20;   // written data held in memory before upload
   CompactOptions compact;                 // when chunks are merged in the background
@@ -152,6 +154,12 @@ class Vfs {
   // Deletes the blocks of slices replaced by compaction whose grace period
   // is over (called periodically); returns how many slices went.
   Result<size_t> DeleteDueSlices();
+  // Queues for deletion the freed slices that no client deleted yet (a
+  // crash, an error, a full queue; called periodically); returns how many
+  // it queued.
+  Result<size_t> QueueFreedSlices();
+  // Waits up to `timeout_ms` for the slices queued for deletion.
+  bool DrainDeletes(int64_t timeout_ms) { return deletes_->Drain(timeout_ms); }
   Compactor& compactor() { return *compactor_; }
 
  private:
@@ -193,6 +201,7 @@ class Vfs {
   std::unique_ptr<Compactor> compactor_;
   // Declared before the open files so that it outlives their writers.
   std::unique_ptr<UploadQueue> uploads_;
+  std::unique_ptr<DeleteQueue> deletes_;
 
   std::mutex mu_;
   uint64_t next_handle_ = 1;                                             // guarded by mu_

@@ -116,7 +116,10 @@ TEST_F(VfsTest, UnlinkedOpenFileStaysReadableThenIsReclaimed) {
   EXPECT_EQ(std::string(buf, *n), "still here");
   EXPECT_EQ(CountObjects(), 1u);
   ASSERT_TRUE(vfs_->Release(e->inode, h).ok());
+  // The blocks go in the background, and their record with them.
+  ASSERT_TRUE(vfs_->DrainDeletes(10'000));
   EXPECT_EQ(CountObjects(), 0u);
+  EXPECT_EQ(*meta_->CountFreedSlices(), 0u);
   EXPECT_EQ(meta_->GetAttr(e->inode).status().code(), StatusCode::kNotFound);
 }
 

@@ -21,6 +21,7 @@ class VfsFixture : public ::testing::Test {
     s.name = kVolume;
     s.uuid = NewUuid();
     s.block_size = 64 * 1024;
+    s.trash_days = 0;  // unlink deletes
     bool created;
     ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
     auto meta = Meta::Open(std::move(*kv));
