@@ -235,6 +235,10 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
       } else if (*n > 0) {
         LogInfo("cleaned up " + std::to_string(*n) + " stale session(s)");
       }
+      // Trash hours past the volume's trash days (one client at a time).
+      if (auto n = (*meta)->EmptyTrash(NowNanos(), 10'000); !n.ok()) {
+        LogWarn("emptying the trash: " + n.status().ToString());
+      }
       // Files unlinked by clients that stopped before deleting them.
       if (auto n = (*meta)->ReclaimUnlinked(10'000); !n.ok()) {
         LogWarn("deleting unlinked files: " + n.status().ToString());

@@ -340,6 +340,19 @@ class Meta {
   Result<uint64_t> RemoveTree(const Context& ctx, InodeId parent, std::string_view name,
                               const std::function<void(uint64_t)>& progress = {});
 
+  // Copies `src` (a file, symlink, or a directory with everything below it)
+  // to a new entry `name` in `parent` by metadata alone (meta_clone.cc):
+  // the copy's chunks name the source's slices, whose reference counts
+  // grow, so no block moves and the two diverge on write; deleting either
+  // never affects the other. A tree is copied in batches of entries (one
+  // transaction each) into a directory that only the last transaction
+  // names, so the name never shows a partial copy, and a failure removes
+  // what was copied. Hard links inside a tree become separate files. The
+  // copies belong to the caller unless it is root (who keeps the owners).
+  // `progress` is told the entries copied so far; returns their number.
+  Result<uint64_t> Clone(const Context& ctx, InodeId src, InodeId parent, std::string_view name,
+                         const std::function<void(uint64_t)>& progress = {});
+
   // Open files: an inode unlinked while open here keeps its data until the
   // last Close.
   void OnOpen(InodeId ino);
@@ -372,6 +385,8 @@ class Meta {
   Status CreateNode(const Context& ctx, InodeId parent, std::string_view name, uint32_t mode,
                     uint32_t rdev, std::string_view symlink_target, EntryInfo* out);
   Status RemoveEntry(const Context& ctx, InodeId parent, std::string_view name, bool dir);
+  Status CopyInodeKeys(KvTxn& txn, InodeId src, InodeId dst);
+  Status ChargeNew(KvTxn& txn, int64_t inodes, int64_t space);
   // The path `name` in `parent` has, and the path of a directory, as this
   // client knows them ("" when they cannot be found).
   std::string OriginPath(InodeId parent, std::string_view name);

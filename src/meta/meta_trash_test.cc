@@ -232,6 +232,67 @@ TEST_P(MetaTreeTest, RemoveTreeWithoutTrashDeletesEverything) {
   EXPECT_EQ(report->problems(), 0u) << (report->findings.empty() ? "" : report->findings[0].detail);
 }
 
+TEST_P(MetaTreeTest, ClonesShareSlicesAndDivergeOnWrite) {
+  InodeId src = MakeDir(kRootInode, "src");
+  InodeId sub = MakeDir(src, "sub");
+  std::vector<InodeId> files;
+  for (int i = 0; i < 150; ++i) {  // more than one batch
+    InodeId f = MakeFile(i % 3 ? src : sub, "f" + std::to_string(i));
+    SliceId s = *meta_->NewSlice();
+    ASSERT_TRUE(meta_->WriteSlice(f, 0, {0, s, 5000, 0, 5000}, 1).ok());
+    files.push_back(f);
+  }
+  ASSERT_TRUE(meta_->Symlink(ctx_, sub, "link", "../f1").ok());
+  ASSERT_TRUE(meta_->SetXattr(ctx_, files[0], "user.k", "v", 0).ok());
+  const auto before = *meta_->StatFs();
+
+  // A name that exists is refused, leaving nothing behind.
+  MakeFile(kRootInode, "taken");
+  EXPECT_EQ(meta_->Clone(ctx_, src, kRootInode, "taken").status().code(), StatusCode::kExists);
+  uint64_t told = 0;
+  auto n = meta_->Clone(ctx_, src, kRootInode, "copy", [&](uint64_t k) { told = k; });
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 1u + 1u + 150u + 1u);
+  EXPECT_EQ(told, *n);
+  auto copy = meta_->Lookup(ctx_, kRootInode, "copy");
+  ASSERT_TRUE(copy.ok());
+  EXPECT_EQ(copy->attr.nlink, 3u);
+  EXPECT_EQ(List(copy->inode), List(src));
+  auto copy_sub = meta_->Lookup(ctx_, copy->inode, "sub");
+  EXPECT_EQ(List(copy_sub->inode), List(sub));
+  EXPECT_EQ(*meta_->ReadLink(meta_->Lookup(ctx_, copy_sub->inode, "link")->inode), "../f1");
+  auto copy_f0 = meta_->Lookup(ctx_, copy_sub->inode, "f0");
+  ASSERT_TRUE(copy_f0.ok());
+  EXPECT_NE(copy_f0->inode, files[0]);
+  EXPECT_EQ(copy_f0->attr.length, 5000u);
+  EXPECT_EQ(*meta_->GetXattr(copy_f0->inode, "user.k"), "v");
+  EXPECT_EQ(*meta_->ReadChunk(copy_f0->inode, 0), *meta_->ReadChunk(files[0], 0));
+  EXPECT_EQ(meta_->StatFs()->used_inodes, 2 * before.used_inodes + 1);  // + "taken"
+  EXPECT_EQ(meta_->StatFs()->used_space, 2 * before.used_space);
+  auto report = CheckVolume(meta_->kv(), FsckOptions{}, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->problems(), 0u) << (report->findings.empty() ? "" : report->findings[0].detail);
+
+  // The copy diverges on write; the source stays as it was.
+  const auto original = *meta_->ReadChunk(files[0], 0);
+  SliceId fresh = *meta_->NewSlice();
+  ASSERT_TRUE(meta_->WriteSlice(copy_f0->inode, 0, {0, fresh, 10, 0, 10}, 2).ok());
+  EXPECT_EQ(*meta_->ReadChunk(files[0], 0), original);
+  EXPECT_EQ(meta_->ReadChunk(copy_f0->inode, 0)->size(), 2u);
+  // Deleting the source frees nothing the copy uses.
+  ASSERT_TRUE(meta_->RemoveTree(ctx_, kRootInode, "src").ok());
+  meta_->DrainReclaims(10'000);
+  EXPECT_TRUE(freed_.empty());
+  EXPECT_EQ(*meta_->ReadChunk(copy_f0->inode, 0), (std::vector<SliceRecord>{original[0], {0, fresh, 10, 0, 10}}));
+  // Deleting the copy too frees every slice once.
+  ASSERT_TRUE(meta_->RemoveTree(ctx_, kRootInode, "copy").ok());
+  meta_->DrainReclaims(10'000);
+  EXPECT_EQ(freed_.size(), 151u);
+  report = CheckVolume(meta_->kv(), FsckOptions{}, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->problems(), 0u) << (report->findings.empty() ? "" : report->findings[0].detail);
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, MetaTreeTest,
                          ::testing::Values("mem://", "sqlite", "postgres", "redis", "etcd"));
 
