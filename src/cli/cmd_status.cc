@@ -14,9 +14,22 @@
 namespace tessera {
 namespace {
 
-constexpr const char* kHelp = R"(Usage: tessera status META-URL
+constexpr const char* kHelp = R"(Usage: tessera status [--more] META-URL
 
 Print the volume's settings, usage and live client sessions as JSON.
+Usage counts what the volume holds and what waits for background work:
+  used_space, used_inodes        as df shows them (the trash included)
+  trash_entries, trash_files,    what the trash holds (files keep their
+  trash_bytes                    space until the trash lets them go)
+  pending_deleted_files, _bytes  files whose last name went, not deleted
+                                 yet (queued, or held open by a mount)
+  pending_deleted_slices         slices whose last reference went and
+                                 whose blocks are being deleted, plus
+                                 slices replaced by compaction waiting out
+                                 their grace period
+  fragmented_chunks,             with --more (reads every chunk record):
+  slices_to_compact              chunks of more than one slice, and their
+                                 slice records
 Sessions of mounts with --writeback show their staging directory and how
 many written blocks (bytes) wait there for upload; usage sums them.
 )";
@@ -34,6 +47,7 @@ std::string FormatTime(int64_t ns) {
 
 int RunStatus(int argc, char** argv) {
   Args args;
+  args.Flag("more");
   if (Status st = args.Parse(argc, argv, 2); !st.ok()) return Fail("status", st);
   if (args.help()) {
     std::fputs(kHelp, stdout);
@@ -63,10 +77,18 @@ int RunStatus(int argc, char** argv) {
   out["usage"] = {{"used_space", stats->used_space},
                   {"used_space_human", FormatBytes(stats->used_space)},
                   {"used_inodes", stats->used_inodes}};
-  // Slices replaced by compaction, deleted by the mounts once their grace ends.
-  auto delayed = (*meta)->CountDelayedSlices();
-  if (!delayed.ok()) return Fail("status", delayed.status());
-  out["usage"]["slices_pending_deletion"] = *delayed;
+  auto pending = (*meta)->CountPending(args.Has("more"));
+  if (!pending.ok()) return Fail("status", pending.status());
+  out["usage"]["trash_entries"] = pending->trash_entries;
+  out["usage"]["trash_files"] = pending->trash_files;
+  out["usage"]["trash_bytes"] = pending->trash_bytes;
+  out["usage"]["pending_deleted_files"] = pending->deleted_files;
+  out["usage"]["pending_deleted_bytes"] = pending->deleted_file_bytes;
+  out["usage"]["pending_deleted_slices"] = pending->freed_slices + pending->delayed_slices;
+  if (args.Has("more")) {
+    out["usage"]["fragmented_chunks"] = pending->fragmented_chunks;
+    out["usage"]["slices_to_compact"] = pending->fragmented_records;
+  }
   // Blocks written with --writeback and not uploaded yet, by staging
   // directory: a session that took a directory over (the highest id on that
   // host) reports for it; earlier sessions there ended without cleaning up.

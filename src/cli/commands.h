@@ -19,6 +19,9 @@ int RunCompact(int argc, char** argv);
 int RunObjbench(int argc, char** argv);
 int RunMdtest(int argc, char** argv);
 int RunFsck(int argc, char** argv);
+int RunTrash(int argc, char** argv);
+int RunRmr(int argc, char** argv);
+int RunClone(int argc, char** argv);
 
 // Prints "tessera <command>: <message>" on stderr and returns 1.
 int Fail(const std::string& command, const Status& status);

@@ -47,6 +47,9 @@ Commands:
   bench     benchmark a directory (big file, small files, stat)
   compact   merge the slices of files into one per chunk
   fsck      check a volume's metadata and block objects, and repair them
+  trash     list the trash and restore deleted files
+  rmr       remove a directory tree fast (into the trash when it is on)
+  clone     copy a file or a tree without copying data
   objbench  benchmark an object store (put, get, head, list, delete)
   mdtest    benchmark the metadata engine (latency of each operation, no mount)
   version   print the version
@@ -76,6 +79,9 @@ int main(int argc, char** argv) {
   if (command == "objbench") return RunObjbench(argc, argv);
   if (command == "mdtest") return RunMdtest(argc, argv);
   if (command == "fsck") return RunFsck(argc, argv);
+  if (command == "trash") return RunTrash(argc, argv);
+  if (command == "rmr") return RunRmr(argc, argv);
+  if (command == "clone") return RunClone(argc, argv);
   if (command == "version" || command == "--version" || command == "-V") {
     std::printf("tessera %s\n", kVersion);
     return 0;

@@ -137,6 +137,19 @@ class DirPaths {
   std::unordered_map<uint64_t, std::pair<InodeId, std::string>> map_;  // by inode
 };
 
+// Work a volume's clients do in the background, counted (Meta::CountPending).
+struct PendingWork {
+  uint64_t trash_entries = 0, trash_files = 0, trash_bytes = 0;
+  // Files whose last name went, not deleted yet: waiting for background
+  // deletion, or held open by a session.
+  uint64_t deleted_files = 0, deleted_file_bytes = 0;
+  uint64_t freed_slices = 0;    // last reference gone; blocks being deleted
+  uint64_t delayed_slices = 0;  // replaced by compaction; deleted when due
+  // With `scan_chunks` only (reads every chunk record): chunks holding more
+  // than one slice record, and the records they hold.
+  uint64_t fragmented_chunks = 0, fragmented_records = 0;
+};
+
 // An entry of the trash (Meta::ListTrash).
 struct TrashItem {
   std::string hour;  // YYYY-MM-DD-HH (UTC) of the deletion: the directory it is in
@@ -333,6 +346,8 @@ class Meta {
   // returns how many went. One client at a time does it (a lease renewed
   // with each call); others return 0 at once.
   Result<uint64_t> EmptyTrash(int64_t now_ns, uint64_t budget);
+  // Counts what waits for background work (for `tessera status`).
+  Result<PendingWork> CountPending(bool scan_chunks);
   // Removes `name` in `parent` with everything below it, deepest first, in
   // batches of entries (one transaction each): into the trash entry by
   // entry when it is on (as unlink and rmdir would), else for good.

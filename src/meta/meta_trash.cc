@@ -472,4 +472,73 @@ Result<uint64_t> Meta::RemoveBelow(InodeId top, bool to_trash, uint64_t budget, 
   return removed;
 }
 
+// ---- counting background work ----
+
+Result<PendingWork> Meta::CountPending(bool scan_chunks) {
+  PendingWork out;
+  RETURN_IF_ERROR(ListTrash([&](const TrashItem& item) {
+    out.trash_entries++;
+    if (item.attr.IsFile()) {
+      out.trash_files++;
+      out.trash_bytes += item.attr.length;
+    }
+    return Status::Ok();
+  }));
+  ASSIGN_OR_RETURN(out.freed_slices, CountFreedSlices());
+  ASSIGN_OR_RETURN(out.delayed_slices, CountDelayedSlices());
+  // Deleted files: R<ino> records, and SS<sid><ino> of every session; their
+  // sizes from their attributes, a page at a time.
+  auto count_files = [&](const std::string& begin, const std::string& end) -> Status {
+    std::string from = begin;
+    while (true) {
+      bool more = false;
+      RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
+        ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, end, 1024));
+        more = page.more && !page.items.empty();
+        if (!page.items.empty()) from = page.items.back().key + '\0';
+        std::vector<std::string> attrs;
+        for (const KeyValue& kv : page.items) {
+          if (kv.key.size() < 8) continue;
+          attrs.push_back(keys::Attr(InodeId(GetBig64(kv.key.data() + kv.key.size() - 8))));
+        }
+        ASSIGN_OR_RETURN(auto values, txn.BatchGet(attrs));
+        for (const auto& v : values) {
+          if (!v) continue;
+          auto a = DecodeAttr(*v);
+          if (!a.ok()) continue;
+          out.deleted_files++;
+          if (a->IsFile()) out.deleted_file_bytes += a->length;
+        }
+        return Status::Ok();
+      }));
+      if (!more) return Status::Ok();
+    }
+  };
+  RETURN_IF_ERROR(count_files(keys::ReclaimBegin(), keys::ReclaimEnd()));
+  RETURN_IF_ERROR(count_files("SS", "ST"));
+  if (!scan_chunks) return out;
+  // Every chunk record: the keys of all inodes, in pages.
+  std::string from = "A";
+  while (true) {
+    bool more = false;
+    RETURN_IF_ERROR(WithReadTransaction(*kv_, [&](KvTxn& txn) -> Status {
+      ASSIGN_OR_RETURN(ScanResult page, txn.Scan(from, "B", 4096));
+      more = page.more && !page.items.empty();
+      if (!page.items.empty()) from = page.items.back().key + '\0';
+      for (const KeyValue& kv : page.items) {
+        // A<ino 8 bytes>C<chunk 4 bytes>
+        if (kv.key.size() != 14 || kv.key[9] != 'C') continue;
+        const uint64_t records = kv.value.size() / kSliceRecordSize;
+        if (records > 1) {
+          out.fragmented_chunks++;
+          out.fragmented_records += records;
+        }
+      }
+      return Status::Ok();
+    }));
+    if (!more) break;
+  }
+  return out;
+}
+
 }  // namespace tessera

@@ -203,6 +203,39 @@ TEST_P(MetaTrashTest, RemovedTreeComesBackWhole) {
   ExpectConsistent();
 }
 
+TEST_P(MetaTrashTest, PendingWorkIsCounted) {
+  InodeId a = WriteFile(kRootInode, "a", 3000);
+  WriteFile(kRootInode, "b", 5000);
+  InodeId c = MakeFile(kRootInode, "c");
+  SliceId s1 = *meta_->NewSlice(), s2 = *meta_->NewSlice();
+  ASSERT_TRUE(meta_->WriteSlice(c, 0, {0, s1, 100, 0, 100}, 1).ok());
+  ASSERT_TRUE(meta_->WriteSlice(c, 0, {50, s2, 100, 0, 100}, 1).ok());
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "b").ok());  // into the trash
+  meta_->OnOpen(a);
+  // Deleted for good from the trash while open here: pending until closed.
+  auto items = Trash();
+  ASSERT_TRUE(meta_->Unlink(ctx_, kRootInode, "a").ok());
+  items = Trash();
+  ASSERT_EQ(items.size(), 2u);
+  auto it = std::find_if(items.begin(), items.end(), [&](const TrashItem& i) { return i.inode == a; });
+  ASSERT_TRUE(meta_->Unlink(ctx_, it->hour_dir, it->name).ok());
+  auto pending = meta_->CountPending(true);
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  EXPECT_EQ(pending->trash_entries, 1u);
+  EXPECT_EQ(pending->trash_files, 1u);
+  EXPECT_EQ(pending->trash_bytes, 5000u);
+  EXPECT_EQ(pending->deleted_files, 1u);
+  EXPECT_EQ(pending->deleted_file_bytes, 3000u);
+  EXPECT_EQ(pending->fragmented_chunks, 1u);
+  EXPECT_EQ(pending->fragmented_records, 2u);
+  EXPECT_EQ(pending->freed_slices, 0u);
+  ASSERT_TRUE(meta_->OnClose(a).ok());
+  pending = meta_->CountPending(false);
+  EXPECT_EQ(pending->deleted_files, 0u);
+  EXPECT_EQ(pending->freed_slices, 1u);  // a's slice, until a deleter drops it
+  EXPECT_EQ(pending->fragmented_chunks, 0u);  // not scanned
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, MetaTrashTest,
                          ::testing::Values("mem://", "sqlite", "postgres", "redis", "etcd"));
 

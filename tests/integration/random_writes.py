@@ -249,9 +249,9 @@ class RandomWrites:
         with open(name, "rb") as f:
             h.check(f.read() == expected, "the compacted file holds the expected bytes")
         _, status = h.status(self.url)
-        pending = (status or {}).get("usage", {}).get("slices_pending_deletion", 0)
+        pending = (status or {}).get("usage", {}).get("pending_deleted_slices", 0)
         h.check(pending > 0, "replaced slices wait for their grace period before deletion",
-                f"slices_pending_deletion = {pending}")
+                f"pending_deleted_slices = {pending}")
         r = h.run("compact", os.path.join(self.h.tmp, "local"))
         h.check(r.returncode != 0 and r.stderr.count("\n") == 1 and "not inside a Tessera mount" in r.stderr,
                 "compact outside a mount fails with one line", r.describe())
