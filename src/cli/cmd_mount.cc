@@ -245,6 +245,10 @@ Status Serve(const MountConfig& cfg, const std::function<void(const std::string&
       }
       // Slices replaced by compaction (here or on any client) go once due.
       if (auto n = vfs.DeleteDueSlices(); !n.ok()) LogWarn("deleting slices: " + n.status().ToString());
+      // Long writers without fsync: their uploaded blocks get committed.
+      if (Status st = vfs.FlushUploadedBefore(10LL * 60 * 1'000'000'000); !st.ok()) {
+        LogWarn("committing long-pending writes: " + st.ToString());
+      }
       // Freed slices whose blocks nobody deleted yet (a crash, an error).
       if (auto n = vfs.QueueFreedSlices(); !n.ok()) {
         LogWarn("queueing freed slices: " + n.status().ToString());

@@ -22,6 +22,9 @@ int RunFsck(int argc, char** argv);
 int RunTrash(int argc, char** argv);
 int RunRmr(int argc, char** argv);
 int RunClone(int argc, char** argv);
+int RunDump(int argc, char** argv);
+int RunLoad(int argc, char** argv);
+int RunGc(int argc, char** argv);
 
 // Prints "tessera <command>: <message>" on stderr and returns 1.
 int Fail(const std::string& command, const Status& status);

@@ -50,6 +50,9 @@ Commands:
   trash     list the trash and restore deleted files
   rmr       remove a directory tree fast (into the trash when it is on)
   clone     copy a file or a tree without copying data
+  dump      write a volume's metadata as JSON (a backup, or to move it)
+  load      write a dump into an empty metadata engine of any type
+  gc        find leaked block objects and finish pending deletions
   objbench  benchmark an object store (put, get, head, list, delete)
   mdtest    benchmark the metadata engine (latency of each operation, no mount)
   version   print the version
@@ -82,6 +85,9 @@ int main(int argc, char** argv) {
   if (command == "trash") return RunTrash(argc, argv);
   if (command == "rmr") return RunRmr(argc, argv);
   if (command == "clone") return RunClone(argc, argv);
+  if (command == "dump") return RunDump(argc, argv);
+  if (command == "load") return RunLoad(argc, argv);
+  if (command == "gc") return RunGc(argc, argv);
   if (command == "version" || command == "--version" || command == "-V") {
     std::printf("tessera %s\n", kVersion);
     return 0;

@@ -55,7 +55,7 @@ Status FileWriter::WriteInChunk(uint32_t chunk, uint32_t pos, std::string_view d
   }
   if (target == nullptr) {
     if (pending_.size() >= kMaxPendingSlices) RETURN_IF_ERROR(FlushLocked());
-    pending_.push_back(PendingSlice{chunk, pos, 0, SliceId(), 0, 0, {}});
+    pending_.push_back(PendingSlice{chunk, pos, 0, SliceId(), 0, 0, 0, {}});
     target = &pending_.back();
   }
   target->mtime_ns = NowNanos();
@@ -69,6 +69,7 @@ Status FileWriter::UploadFullBlocks(PendingSlice* s) {
   if (s->tail.size() < bs) return Status::Ok();
   if (s->id.value() == 0) {
     ASSIGN_OR_RETURN(s->id, index_->NewSlice());
+    s->first_upload_ns = NowNanos();
   }
   size_t done = 0;
   while (s->tail.size() - done >= bs) {
@@ -178,6 +179,15 @@ Status FileWriter::FlushLocked() {
 bool FileWriter::dirty() {
   std::lock_guard lock(mu_);
   return !pending_.empty();
+}
+
+int64_t FileWriter::OldestUploadNs() {
+  std::lock_guard lock(mu_);
+  int64_t oldest = 0;
+  for (const PendingSlice& s : pending_) {
+    if (s.first_upload_ns != 0 && (oldest == 0 || s.first_upload_ns < oldest)) oldest = s.first_upload_ns;
+  }
+  return oldest;
 }
 
 int64_t FileWriter::PendingMtime() {

@@ -44,6 +44,9 @@ class FileWriter {
   Status Flush();
   // True when written data is not committed yet.
   bool dirty();
+  // When the oldest block uploaded but not committed yet went up (0 if
+  // none): such blocks look leaked to `tessera gc` until committed.
+  int64_t OldestUploadNs();
   // The end of the furthest byte buffered but not yet committed (0 if none),
   // so that stat shows a writer's own writes at once.
   uint64_t PendingEnd();
@@ -59,6 +62,7 @@ class FileWriter {
     SliceId id;        // allocated at the first upload
     uint64_t next_block = 0;  // index of the next block to upload
     int64_t mtime_ns = 0;     // when data was last written into it
+    int64_t first_upload_ns = 0;  // when its first block was handed to uploads
     std::string tail;         // bytes after the blocks handed to uploads
   };
   // Uploads in flight for this file, shared with the upload tasks.

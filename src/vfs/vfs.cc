@@ -548,6 +548,23 @@ Status Vfs::FlushAll() {
   return first;
 }
 
+Status Vfs::FlushUploadedBefore(int64_t age_ns) {
+  std::vector<std::shared_ptr<OpenFile>> files;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [ino, f] : files_) files.push_back(f);
+  }
+  const int64_t before = NowNanos() - age_ns;
+  Status first;
+  for (auto& f : files) {
+    const int64_t oldest = f->writer.OldestUploadNs();
+    if (oldest == 0 || oldest > before) continue;
+    Status st = f->writer.Flush();
+    if (!st.ok() && first.ok()) first = st;
+  }
+  return first;
+}
+
 Result<size_t> Vfs::QueueFreedSlices() {
   size_t queued = 0;
   SliceId after(0);

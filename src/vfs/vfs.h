@@ -151,6 +151,11 @@ class Vfs {
 
   // Commits every buffered write (used at unmount).
   Status FlushAll();
+  // Commits the writes of files with blocks uploaded more than `age_ns`
+  // ago and not committed yet (called periodically): a writer that never
+  // flushes must not leave blocks that look leaked to `tessera gc`, which
+  // spares only objects younger than an hour.
+  Status FlushUploadedBefore(int64_t age_ns);
   // Deletes the blocks of slices replaced by compaction whose grace period
   // is over (called periodically); returns how many slices went.
   Result<size_t> DeleteDueSlices();

@@ -103,6 +103,22 @@ TEST_F(VfsTest, TruncateFlushesPendingWritesFirst) {
   ASSERT_TRUE(vfs_->Release(e->inode, h).ok());
 }
 
+TEST_F(VfsTest, LongPendingUploadsAreCommittedPeriodically) {
+  uint64_t h = 0;
+  auto e = vfs_->Create(ctx_, kRootInode, "long", 0644, O_RDWR, &h);
+  ASSERT_TRUE(e.ok());
+  // Two full blocks and a bit: the full blocks go up at once, uncommitted.
+  const std::string data(2 * 64 * 1024 + 100, 'x');
+  ASSERT_TRUE(vfs_->Write(ctx_, e->inode, h, 0, data).ok());
+  EXPECT_EQ(meta_->GetAttr(e->inode)->length, 0u);
+  // Younger than the age given: left alone.
+  ASSERT_TRUE(vfs_->FlushUploadedBefore(3600LL * 1'000'000'000).ok());
+  EXPECT_EQ(meta_->GetAttr(e->inode)->length, 0u);
+  ASSERT_TRUE(vfs_->FlushUploadedBefore(0).ok());
+  EXPECT_EQ(meta_->GetAttr(e->inode)->length, data.size());
+  ASSERT_TRUE(vfs_->Release(e->inode, h).ok());
+}
+
 TEST_F(VfsTest, UnlinkedOpenFileStaysReadableThenIsReclaimed) {
   uint64_t h = 0;
   auto e = vfs_->Create(ctx_, kRootInode, "u", 0644, O_RDWR, &h);
