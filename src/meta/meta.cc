@@ -641,7 +641,7 @@ Status Meta::Rename(const Context&, InodeId parent, std::string_view name, Inode
     moved.ctime_ns = now;
     if (moved.IsDir() && !same_dir) {
       moved.parent = new_parent;
-      src_dir.nlink--;
+      if (!IsTrashDir(parent)) src_dir.nlink--;  // the trash's own keep nlink 1
       dst_dir.nlink++;
     }
     PutAttr(txn, src.inode, moved);

@@ -86,13 +86,23 @@ TEST_P(MetaTrashTest, TheTrashIsReadOnlyButDeletesForGood) {
   EXPECT_EQ(meta_->Rename(ctx_, kRootInode, "g", item.hour_dir, "g", 0).code(),
             StatusCode::kNotPermitted);
   EXPECT_EQ(meta_->Link(ctx_, g, item.hour_dir, "g").status().code(), StatusCode::kNotPermitted);
+  // Root may move an entry out by hand; the hour directory stays usable.
+  ASSERT_TRUE(meta_->Rmdir(ctx_, kRootInode, "gone").code() == StatusCode::kNotFound);
+  InodeId dir = MakeDir(kRootInode, "dir");
+  ASSERT_TRUE(meta_->Rmdir(ctx_, kRootInode, "dir").ok());
+  std::vector<TrashItem> now = Trash();
+  auto dir_item = std::find_if(now.begin(), now.end(), [&](const TrashItem& i) { return i.inode == dir; });
+  ASSERT_NE(dir_item, now.end());
+  ASSERT_TRUE(meta_->Rename(ctx_, dir_item->hour_dir, dir_item->name, kRootInode, "back", 0).ok());
+  EXPECT_EQ(meta_->GetAttr(dir_item->hour_dir)->nlink, 1u);
+  ExpectConsistent();
   // An unlink in the trash deletes the file and frees its space.
   ASSERT_TRUE(meta_->Unlink(ctx_, item.hour_dir, item.name).ok());
   meta_->DrainReclaims(10'000);
   EXPECT_EQ(meta_->GetAttr(f).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(freed_.size(), 1u);
   EXPECT_TRUE(Trash().empty());
-  EXPECT_EQ(meta_->StatFs()->used_inodes, 1u);  // g
+  EXPECT_EQ(meta_->StatFs()->used_inodes, 2u);  // g and back
   EXPECT_EQ(meta_->StatFs()->used_space, 0u);
   ExpectConsistent();
 }
