@@ -393,7 +393,15 @@ Status Meta::CreateNode(const Context& ctx, InodeId parent, std::string_view nam
     RETURN_IF_ERROR(CheckDir(dir, parent));
     RETURN_IF_ERROR(meta_internal::CheckNotInTrash(parent, dir));
     ASSIGN_OR_RETURN(auto existing, txn.Get(keys::Entry(parent, name)));
-    if (existing) return Exists("entry exists");
+    if (existing) {
+      // A commit whose answer was lost (the server restarted) may have made
+      // it already: the inode this call took tells, and the create succeeds.
+      ASSIGN_OR_RETURN(DirEntryValue e, DecodeEntry(*existing));
+      if (e.inode != ino) return Exists("entry exists");
+      out->inode = ino;
+      dir_after = dir;
+      return LoadAttr(txn, ino, &out->attr);
+    }
     if (settings_.inodes > 0) {
       ASSIGN_OR_RETURN(int64_t used_inodes, AddCounter(txn, keys::kUsedInodes, 1));
       if (static_cast<uint64_t>(used_inodes) > settings_.inodes) {

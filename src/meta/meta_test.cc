@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -567,6 +568,77 @@ TEST_P(MetaTest, XattrsGoWithTheInode) {
   meta_->DrainReclaims(10'000);  // unlinked files go in the background
   EXPECT_EQ(*meta_->GetXattr(e2, "user.mine"), "2");
   EXPECT_EQ(meta_->StatFs()->used_inodes, 2u);  // src (now "victim") and e2 (now "e")
+}
+
+// Commits that apply but whose answer is lost, as across a server restart.
+class LosingStore : public KvStore {
+ public:
+  explicit LosingStore(std::unique_ptr<KvStore> inner) : inner_(std::move(inner)) {
+    set_unavailable_retry_ms(5'000);
+  }
+  std::string Url() const override { return inner_->Url(); }
+  Result<std::unique_ptr<KvTxn>> Begin() override { return inner_->Begin(); }
+  Result<std::unique_ptr<KvTxn>> BeginExclusive() override {
+    ASSIGN_OR_RETURN(auto txn, inner_->BeginExclusive());
+    return std::unique_ptr<KvTxn>(new Txn(std::move(txn), this));
+  }
+  std::atomic<int> lose{0};  // next commits to report lost after applying
+
+ private:
+  class Txn : public KvTxn {
+   public:
+    Txn(std::unique_ptr<KvTxn> inner, LosingStore* store) : inner_(std::move(inner)), store_(store) {}
+    Result<std::optional<std::string>> Get(std::string_view key) override { return inner_->Get(key); }
+    Result<std::vector<std::optional<std::string>>> BatchGet(const std::vector<std::string>& keys) override {
+      return inner_->BatchGet(keys);
+    }
+    Result<ScanResult> Scan(std::string_view begin, std::string_view end, size_t limit) override {
+      return inner_->Scan(begin, end, limit);
+    }
+    void Put(std::string_view key, std::string_view value) override { inner_->Put(key, value); }
+    void Delete(std::string_view key) override { inner_->Delete(key); }
+    void Increment(std::string_view key, int64_t delta) override { inner_->Increment(key, delta); }
+    Status Commit() override {
+      RETURN_IF_ERROR(inner_->Commit());
+      if (store_->lose.load() > 0 && store_->lose.fetch_sub(1) > 0) {
+        return Unavailable("connection lost before the answer");
+      }
+      return Status::Ok();
+    }
+    Status Verify() override { return inner_->Verify(); }
+
+   private:
+    std::unique_ptr<KvTxn> inner_;
+    LosingStore* store_;
+  };
+  std::unique_ptr<KvStore> inner_;
+};
+
+TEST(MetaLostAnswerTest, ACreateWhoseAnswerWasLostSucceeds) {
+  auto kv = OpenKv("mem://lost-answer", KvOptions{.create_if_missing = true});
+  ASSERT_TRUE(kv.ok());
+  VolumeSettings s;
+  s.name = "vol";
+  s.uuid = NewUuid();
+  bool created = false;
+  ASSERT_TRUE(Meta::Format(**kv, s, &created).ok());
+  auto losing = std::make_unique<LosingStore>(std::move(*kv));
+  LosingStore* store = losing.get();
+  auto meta = Meta::Open(std::move(losing));
+  ASSERT_TRUE(meta.ok());
+  Context ctx{1000, 1000, 1};
+  // The first create also takes a batch of inode numbers; the second one's
+  // own commit is the one whose answer goes.
+  ASSERT_TRUE((*meta)->Mknod(ctx, kRootInode, "first", S_IFREG | 0644, 0).ok());
+  store->lose = 1;
+  auto made = (*meta)->Mknod(ctx, kRootInode, "f", S_IFREG | 0644, 0);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  EXPECT_EQ(store->lose.load(), 0);
+  EXPECT_EQ((*meta)->Lookup(ctx, kRootInode, "f")->inode, made->inode);
+  EXPECT_EQ((*meta)->StatFs()->used_inodes, 2u);
+  // Someone else's file of that name is still EEXIST.
+  EXPECT_EQ((*meta)->Mknod(ctx, kRootInode, "f", S_IFREG | 0644, 0).status().code(),
+            StatusCode::kExists);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, MetaTest, ::testing::Values("mem://", "sqlite", "postgres", "redis", "etcd"));
